@@ -1,0 +1,334 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mypurecloud/platform-client-sdk-go/v162/platformclientv2"
+)
+
+// APIError is a Genesys REST or OAuth call that failed with an HTTP status.
+type APIError struct {
+	Op         string // what gcnats was doing, e.g. "create channel"
+	Status     int
+	Code       string // Genesys error code, e.g. "missing.permissions"
+	Message    string
+	RetryAfter time.Duration // from a 429's Retry-After header
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d", e.Op, e.Status)
+	if e.Code != "" {
+		b.WriteString(" " + e.Code)
+	}
+	if e.Message != "" {
+		b.WriteString(": " + e.Message)
+	}
+	if hint := e.hint(); hint != "" {
+		b.WriteString(" (" + hint + ")")
+	}
+	return b.String()
+}
+
+func (e *APIError) hint() string {
+	switch e.Status {
+	case http.StatusUnauthorized:
+		return "check GENESYSCLOUD_OAUTHCLIENT_ID and GENESYSCLOUD_OAUTHCLIENT_SECRET and the region, and that the OAuth client has a client-credentials grant"
+	case http.StatusForbidden:
+		return "grant the OAuth client's role the missing permission, or add the missing scope to the client"
+	case http.StatusBadRequest:
+		if strings.Contains(e.Op, "subscribe") {
+			return "a topic in GCNATS_TOPICS is not a valid Genesys notification topic"
+		}
+	}
+	return ""
+}
+
+// retriable reports whether a later identical call may succeed.
+func (e *APIError) retriable() bool {
+	return e.Status == http.StatusTooManyRequests || e.Status >= 500 || e.Status == http.StatusRequestTimeout
+}
+
+// IsStatus reports whether err is an APIError with the given HTTP status.
+func IsStatus(err error, status int) bool {
+	var apiErr *APIError
+	return errors.As(err, &apiErr) && apiErr.Status == status
+}
+
+// api serialises every SDK call on one Configuration: the SDK mutates its
+// client per call and Configuration is not safe for concurrent use.
+type api struct {
+	mu     sync.Mutex
+	cfg    *platformclientv2.Configuration
+	inUse  Token // the token of the call in progress, guarded by mu
+	tokens *TokenSource
+	log    *slog.Logger
+	// backoff bounds for 5xx and network errors; 429 follows Retry-After.
+	minBackoff, maxBackoff time.Duration
+	maxAttempts            int
+}
+
+func newSDKConfiguration(baseURL string) *platformclientv2.Configuration {
+	// A config file path that cannot exist keeps the SDK from reading
+	// ~/.genesyscloudgo and from starting its file watcher goroutine.
+	cfg := platformclientv2.NewConfigurationWithConfigFile("/nonexistent/gcnats/genesyscloudgo", false)
+	cfg.BasePath = strings.TrimRight(baseURL, "/")
+	cfg.AutomaticTokenRefresh = false
+	cfg.ShouldRefreshAccessToken = false
+	cfg.UserAgent = "gcnats"
+	return cfg
+}
+
+func newAPI(baseURL string, tokens *TokenSource, log *slog.Logger) *api {
+	return &api{
+		cfg:         newSDKConfiguration(baseURL),
+		tokens:      tokens,
+		log:         log,
+		minBackoff:  200 * time.Millisecond,
+		maxBackoff:  30 * time.Second,
+		maxAttempts: 8,
+	}
+}
+
+// call runs one SDK call with the current token and Genesys' retry rules:
+// 429 waits for Retry-After, 5xx and network errors back off, a 401
+// refreshes the token once; anything else returns at once.
+func (a *api) call(ctx context.Context, op string, fn func(*platformclientv2.Configuration) (*platformclientv2.APIResponse, error)) error {
+	refreshed := false
+	for attempt := 1; ; attempt++ {
+		err := a.once(ctx, op, fn)
+		if err == nil {
+			return nil
+		}
+		var apiErr *APIError
+		isAPI := errors.As(err, &apiErr)
+		switch {
+		case ctx.Err() != nil:
+			return err
+		case isAPI && apiErr.Status == http.StatusUnauthorized && !refreshed:
+			refreshed = true
+			a.tokens.Invalidate()
+			continue
+		case isAPI && !apiErr.retriable():
+			return err
+		case attempt >= a.maxAttempts:
+			return fmt.Errorf("%w (gave up after %d attempts)", err, attempt)
+		}
+		wait := backoff(attempt, a.minBackoff, a.maxBackoff)
+		if isAPI && apiErr.RetryAfter > 0 {
+			wait = apiErr.RetryAfter
+		}
+		a.log.Debug("genesys call failed, retrying", "op", op, "attempt", attempt, "wait", wait, "err", err)
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+func (a *api) once(ctx context.Context, op string, fn func(*platformclientv2.Configuration) (*platformclientv2.APIResponse, error)) error {
+	token, err := a.tokens.Token(ctx)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.inUse = token
+	a.cfg.AccessToken = token.Value
+	resp, err := fn(a.cfg)
+	return asAPIError(op, resp, err)
+}
+
+// asAPIError turns the SDK's answer into nil, an *APIError for an HTTP
+// status, or a wrapped transport error.
+func asAPIError(op string, resp *platformclientv2.APIResponse, err error) error {
+	if resp == nil {
+		if err == nil {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if resp.IsSuccess {
+		if err != nil {
+			return fmt.Errorf("%s: decode answer: %w", op, err)
+		}
+		return nil
+	}
+	apiErr := &APIError{Op: op, Status: resp.StatusCode}
+	if resp.Error != nil {
+		apiErr.Code = resp.Error.Code
+		apiErr.Message = resp.Error.Message
+	}
+	if apiErr.Message == "" {
+		apiErr.Message = http.StatusText(resp.StatusCode)
+	}
+	if v := resp.Response.Header.Get("Retry-After"); v != "" {
+		if secs, perr := strconv.Atoi(strings.TrimSpace(v)); perr == nil && secs >= 0 {
+			apiErr.RetryAfter = time.Duration(secs) * time.Second
+		}
+	}
+	return apiErr
+}
+
+// backoff is exponential with full jitter between min and max.
+func backoff(attempt int, lo, hi time.Duration) time.Duration {
+	d := lo << min(attempt-1, 20)
+	if d <= 0 || d > hi {
+		d = hi
+	}
+	return lo/2 + rand.N(d-lo/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// channelInfo is a notification channel as Genesys answered its creation.
+type channelInfo struct {
+	ID         string
+	ConnectURI string
+	Expires    time.Time
+	// TokenExpires is when the token that created the channel expires:
+	// Genesys ends the channel with it.
+	TokenExpires time.Time
+}
+
+func (a *api) createChannel(ctx context.Context) (channelInfo, error) {
+	var ch *platformclientv2.Channel
+	var tokenExpiry time.Time
+	err := a.call(ctx, "create channel", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
+		tokenExpiry = a.inUse.Expiry
+		var resp *platformclientv2.APIResponse
+		var err error
+		ch, resp, err = platformclientv2.NewNotificationsApiWithConfig(cfg).PostNotificationsChannels()
+		return resp, err
+	})
+	if err != nil {
+		return channelInfo{}, err
+	}
+	if ch == nil || ch.Id == nil || ch.ConnectUri == nil {
+		return channelInfo{}, errors.New("create channel: answer has no id or connectUri")
+	}
+	info := channelInfo{ID: *ch.Id, ConnectURI: *ch.ConnectUri, TokenExpires: tokenExpiry}
+	if ch.Expires != nil {
+		info.Expires = *ch.Expires
+	} else {
+		info.Expires = time.Now().Add(24 * time.Hour)
+	}
+	return info, nil
+}
+
+// subscribe replaces the channel's subscriptions with topics. Invalid topics
+// fail the call (400) so a typo in the settings is found at start.
+func (a *api) subscribe(ctx context.Context, channelID string, topics []string) error {
+	body := make([]platformclientv2.Channeltopic, len(topics))
+	for i := range topics {
+		body[i].Id = &topics[i]
+	}
+	return a.call(ctx, "subscribe channel", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
+		_, resp, err := platformclientv2.NewNotificationsApiWithConfig(cfg).PutNotificationsChannelSubscriptions(channelID, body, false)
+		return resp, err
+	})
+}
+
+// channelExists asks Genesys whether the channel is still alive.
+func (a *api) channelExists(ctx context.Context, channelID string) (bool, error) {
+	err := a.call(ctx, "check channel", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
+		return platformclientv2.NewNotificationsApiWithConfig(cfg).HeadNotificationsChannel(channelID)
+	})
+	if IsStatus(err, http.StatusNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Entity is a queue or user of the org, as listed for topic expansion.
+type Entity struct {
+	ID   string
+	Name string
+}
+
+const listPageSize = 500
+
+func (a *api) listQueues(ctx context.Context) ([]Entity, error) {
+	var out []Entity
+	for page := 1; ; page++ {
+		var listing *platformclientv2.Queueentitylisting
+		err := a.call(ctx, "list queues", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
+			var resp *platformclientv2.APIResponse
+			var err error
+			listing, resp, err = platformclientv2.NewRoutingApiWithConfig(cfg).GetRoutingQueues(page, listPageSize, "", "", nil, nil, nil, "", false, nil)
+			return resp, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if listing == nil || listing.Entities == nil {
+			return out, nil
+		}
+		for _, q := range *listing.Entities {
+			if q.Id != nil {
+				out = append(out, Entity{ID: *q.Id, Name: deref(q.Name)})
+			}
+		}
+		if lastPage(listing.PageCount, page, len(*listing.Entities)) {
+			return out, nil
+		}
+	}
+}
+
+func (a *api) listUsers(ctx context.Context) ([]Entity, error) {
+	var out []Entity
+	for page := 1; ; page++ {
+		var listing *platformclientv2.Userentitylisting
+		err := a.call(ctx, "list users", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
+			var resp *platformclientv2.APIResponse
+			var err error
+			listing, resp, err = platformclientv2.NewUsersApiWithConfig(cfg).GetUsers(listPageSize, page, nil, nil, "", nil, "", "active")
+			return resp, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if listing == nil || listing.Entities == nil {
+			return out, nil
+		}
+		for _, u := range *listing.Entities {
+			if u.Id != nil {
+				out = append(out, Entity{ID: *u.Id, Name: deref(u.Name)})
+			}
+		}
+		if lastPage(listing.PageCount, page, len(*listing.Entities)) {
+			return out, nil
+		}
+	}
+}
+
+func lastPage(pageCount *int, page, n int) bool {
+	if pageCount != nil {
+		return page >= *pageCount
+	}
+	return n < listPageSize
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

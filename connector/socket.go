@@ -1,0 +1,329 @@
+package connector
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Handler receives every event frame the connector reads. The frame and its
+// sub-slices are valid only until HandleEvent returns: keep a copy of what
+// you keep. HandleEvent may block (backpressure): the socket is not read
+// meanwhile. It is called concurrently from every open socket.
+type Handler interface {
+	HandleEvent(ctx context.Context, f *Frame, receivedAt time.Time) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, f *Frame, receivedAt time.Time) error
+
+// HandleEvent calls fn.
+func (fn HandlerFunc) HandleEvent(ctx context.Context, f *Frame, receivedAt time.Time) error {
+	return fn(ctx, f, receivedAt)
+}
+
+// Why a socket ended or a frame was skipped; these are metric label values.
+const (
+	ReasonClosed    = "closed"    // the server closed or the network dropped it
+	ReasonStall     = "stall"     // no heartbeat, pong or event in time
+	ReasonDial      = "dial"      // the dial or its first pong failed
+	ReasonGone      = "gone"      // 404: expired, evicted, or its token expired
+	ReasonClosing   = "closing"   // v2.system.socket_closing
+	ReasonRotate    = "rotate"    // planned: channel or token near expiry
+	ReasonMalformed = "malformed" // a frame that is not a JSON object
+	ReasonBinary    = "binary"    // a binary frame; Genesys sends text only
+	ReasonTooLarge  = "too_large" // a frame over the read limit
+	ReasonNoBody    = "no_body"   // an event frame without eventBody
+)
+
+const (
+	topicMetadata = "channel.metadata"
+	topicClosing  = "v2.system.socket_closing"
+	// maxFrameBytes bounds one frame; Genesys conversation events run to
+	// tens of KB.
+	maxFrameBytes = 16 << 20
+)
+
+var pingMessage = []byte(`{"message":"ping"}`)
+
+type socketEvent struct {
+	sock   *socket
+	reason string // ReasonClosing, ReasonGone, or why the socket ended
+	ended  bool
+	err    error
+}
+
+// socket is one WebSocket to one channel.
+type socket struct {
+	conn    *websocket.Conn
+	channel channelInfo
+	log     *slog.Logger
+	obs     Observer
+	handler Handler
+	timeout time.Duration // no frame for this long: stalled
+
+	writeMu sync.Mutex
+
+	// lastFrame is when the last frame of any kind arrived; waitingSince
+	// is when the reader started waiting for the network (0 while it is
+	// inside the handler, so backpressure is never taken for a stall).
+	lastFrame     atomic.Int64
+	lastHeartbeat atomic.Int64
+	waitingSince  atomic.Int64
+	stalled       atomic.Bool
+	closing       atomic.Bool
+
+	pong chan struct{}
+	quit chan struct{} // closed by close: the reader stops reporting
+	done chan struct{} // closed when the reader has returned
+}
+
+var dialer = websocket.Dialer{
+	Proxy:            http.ProxyFromEnvironment,
+	HandshakeTimeout: 15 * time.Second,
+	ReadBufferSize:   64 << 10,
+	WriteBufferSize:  4 << 10,
+}
+
+// errChannelGone means Genesys no longer knows the channel.
+var errChannelGone = errors.New("channel gone")
+
+func dialSocket(ctx context.Context, ch channelInfo, timeout time.Duration, h Handler, obs Observer, log *slog.Logger) (*socket, error) {
+	conn, resp, err := dialer.DialContext(ctx, ch.ConnectURI, nil)
+	if resp != nil && resp.Body != nil {
+		resp.Body.Close()
+	}
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusNotFound {
+			return nil, fmt.Errorf("dial channel: %w", errChannelGone)
+		}
+		if resp != nil {
+			return nil, fmt.Errorf("dial channel: %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		}
+		return nil, fmt.Errorf("dial channel: %w", redactURL(err, ch.ConnectURI))
+	}
+	conn.SetReadLimit(maxFrameBytes)
+	s := &socket{
+		conn:    conn,
+		channel: ch,
+		log:     log,
+		obs:     obs,
+		handler: h,
+		timeout: timeout,
+		pong:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	now := time.Now().UnixNano()
+	s.lastFrame.Store(now)
+	s.lastHeartbeat.Store(now)
+	return s, nil
+}
+
+// redactURL keeps the channel id (a capability) out of error text.
+func redactURL(err error, uri string) error {
+	msg := err.Error()
+	if !bytes.Contains([]byte(msg), []byte(uri)) {
+		return err
+	}
+	return errors.New(string(bytes.ReplaceAll([]byte(msg), []byte(uri), []byte("<connectUri>"))))
+}
+
+// start runs the reader and the watchdog; the reader reports on events.
+func (s *socket) start(ctx context.Context, events chan<- socketEvent) {
+	go s.watch()
+	go s.read(ctx, events)
+}
+
+// awaitPong proves the server has the socket registered and is writing to
+// it, so events now reach it: a ping answered is the protocol's only such
+// proof.
+func (s *socket) awaitPong(ctx context.Context, wait time.Duration) error {
+	select {
+	case <-s.pong:
+	default:
+	}
+	if err := s.write(pingMessage); err != nil {
+		return fmt.Errorf("ping: %w", err)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-s.pong:
+		return nil
+	case <-s.done:
+		return errors.New("socket ended before its first pong")
+	case <-t.C:
+		return fmt.Errorf("no pong within %s", wait)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *socket) write(msg []byte) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	_ = s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return s.conn.WriteMessage(websocket.TextMessage, msg)
+}
+
+// close ends the socket politely: a close frame, then the connection once
+// the reader has seen the server's answer or a second has passed.
+func (s *socket) close() {
+	if s.closing.Swap(true) {
+		<-s.done
+		return
+	}
+	close(s.quit)
+	s.writeMu.Lock()
+	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	s.writeMu.Unlock()
+	select {
+	case <-s.done:
+	case <-time.After(time.Second):
+	}
+	s.conn.Close()
+	<-s.done
+}
+
+// watch pings an idle socket and closes a stalled one. It counts only time
+// the reader spends waiting on the network.
+func (s *socket) watch() {
+	interval := s.timeout / 3
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	var lastPing time.Time
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			waiting := s.waitingSince.Load()
+			if waiting == 0 {
+				continue
+			}
+			idleSince := max(waiting, s.lastFrame.Load())
+			idle := now.Sub(time.Unix(0, idleSince))
+			if idle >= s.timeout {
+				s.stalled.Store(true)
+				s.conn.Close()
+				return
+			}
+			if idle >= interval && now.Sub(lastPing) >= interval {
+				lastPing = now
+				if err := s.write(pingMessage); err != nil {
+					s.log.Debug("ping failed", "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (s *socket) read(ctx context.Context, events chan<- socketEvent) {
+	defer close(s.done)
+	hctx := context.WithoutCancel(ctx)
+	var f Frame
+	buf := make([]byte, 0, 64<<10)
+	report := func(ev socketEvent) {
+		ev.sock = s
+		select {
+		case events <- ev:
+		case <-s.quit:
+		case <-ctx.Done():
+		}
+	}
+	for {
+		s.waitingSince.Store(time.Now().UnixNano())
+		typ, r, err := s.conn.NextReader()
+		if err == nil {
+			buf, err = readFrame(buf[:0], r)
+		}
+		at := time.Now()
+		s.waitingSince.Store(0)
+		if err != nil {
+			reason := ReasonClosed
+			switch {
+			case s.stalled.Load():
+				reason = ReasonStall
+			case errors.Is(err, websocket.ErrReadLimit):
+				reason = ReasonTooLarge
+				s.obs.FrameDropped(ReasonTooLarge)
+				s.log.Error("frame over the read limit, reconnecting", "limit", maxFrameBytes)
+			}
+			if s.closing.Load() {
+				err = nil
+			}
+			s.conn.Close()
+			report(socketEvent{reason: reason, ended: true, err: err})
+			return
+		}
+		s.lastFrame.Store(at.UnixNano())
+		if typ != websocket.TextMessage {
+			s.obs.FrameDropped(ReasonBinary)
+			s.log.Warn("skipped a binary frame", "bytes", len(buf))
+			continue
+		}
+		if err := Peek(buf, &f); err != nil {
+			s.obs.FrameDropped(ReasonMalformed)
+			s.log.Warn("skipped a malformed frame", "bytes", len(buf), "err", err)
+			continue
+		}
+		switch {
+		case f.Topic == nil:
+			if bytes.Equal(f.Result, []byte("404")) {
+				report(socketEvent{reason: ReasonGone})
+				continue
+			}
+			s.log.Debug("control answer", "result", string(f.Result))
+		case string(f.Topic) == topicMetadata:
+			if msg := BodyMessage(&f); bytes.Equal(msg, []byte("pong")) {
+				select {
+				case s.pong <- struct{}{}:
+				default:
+				}
+			} else {
+				s.lastHeartbeat.Store(at.UnixNano())
+			}
+		case string(f.Topic) == topicClosing:
+			report(socketEvent{reason: ReasonClosing})
+		default:
+			if err := s.handler.HandleEvent(hctx, &f, at); err != nil {
+				s.conn.Close()
+				report(socketEvent{reason: ReasonClosed, ended: true, err: fmt.Errorf("handle event: %w", err)})
+				return
+			}
+		}
+	}
+}
+
+// readFrame reads one message into buf, growing it only when a frame is
+// larger than any before it.
+func readFrame(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// heartbeatAge is how long since the last heartbeat, for metrics.
+func (s *socket) heartbeatAge(now time.Time) time.Duration {
+	return now.Sub(time.Unix(0, s.lastHeartbeat.Load()))
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/gcnats/gcnats/connector"
+	"github.com/gcnats/gcnats/publisher"
+	"github.com/gcnats/gcnats/simulator"
+)
+
+// harness is a simulated org, a real JetStream server in the test process
+// and gcnats between them, as a user would run it.
+type harness struct {
+	t    *testing.T
+	sim  *simulator.Server
+	nats *publisher.Embedded
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	logs *syncBuffer
+
+	environ map[string]string
+	sc      *sidecar
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// testTimeout bounds every wait of a test: long enough for a loaded 2-core
+// CI machine under -race, short enough to fail rather than hang.
+const testTimeout = 60 * time.Second
+
+func newHarness(t *testing.T, simOpts simulator.Options, environ map[string]string) *harness {
+	t.Helper()
+	h := &harness{t: t, logs: &syncBuffer{}}
+	h.sim = simulator.Start(t, simOpts)
+	var err error
+	h.nats, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("start JetStream: %v", err)
+	}
+	t.Cleanup(h.nats.Shutdown)
+	h.nc, err = nats.Connect(h.nats.ClientURL())
+	if err != nil {
+		t.Fatalf("connect to JetStream: %v", err)
+	}
+	t.Cleanup(h.nc.Close)
+	h.js, err = jetstream.New(h.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.environ = map[string]string{
+		"GENESYSCLOUD_API_URL":            h.sim.URL(),
+		"GENESYSCLOUD_OAUTHCLIENT_ID":     h.sim.ClientID(),
+		"GENESYSCLOUD_OAUTHCLIENT_SECRET": h.sim.ClientSecret(),
+		"NATS_URL":                        h.nats.ClientURL(),
+		"GCNATS_HTTP_ADDR":                "127.0.0.1:0",
+		"GCNATS_LOG_LEVEL":                "debug",
+		"GCNATS_LOG_FORMAT":               "text",
+	}
+	maps.Copy(h.environ, environ)
+	return h
+}
+
+// writeFile writes a file in the test's temporary directory.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// start runs the sidecar and returns once the simulator shows every topic
+// subscribed on a connected channel.
+func (h *harness) start(topics int) {
+	h.t.Helper()
+	s, err := loadSettings(h.environ)
+	if err != nil {
+		h.t.Fatalf("settings: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.done = make(chan error, 1)
+	started := make(chan *sidecar, 1)
+	go func() {
+		h.done <- runSidecar(ctx, s, log, func(sc *sidecar) { started <- sc })
+	}()
+	select {
+	case h.sc = <-started:
+	case err := <-h.done:
+		h.t.Fatalf("sidecar did not start: %v\n%s", err, h.logs)
+	case <-time.After(testTimeout):
+		h.t.Fatalf("sidecar did not start in %s\n%s", testTimeout, h.logs)
+	}
+	h.t.Cleanup(func() { h.stop() })
+	h.waitSim("every topic subscribed on a connected channel", func(s simulator.Snapshot) bool {
+		return s.Topics(true) == topics
+	})
+	h.waitReady()
+}
+
+// waitReady waits until the sidecar itself says every channel is up: a
+// socket has answered a ping, so events emitted now reach it.
+func (h *harness) waitReady() {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := h.sc.conn.Wait(ctx, func(s connector.Status) bool { ok, _ := s.Ready(); return ok }); err != nil {
+		_, why := h.sc.conn.Status().Ready()
+		h.t.Fatalf("sidecar not ready: %s\n%s", why, h.logs)
+	}
+}
+
+func (h *harness) waitSim(what string, cond func(simulator.Snapshot) bool) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := h.sim.Wait(ctx, cond); err != nil {
+		h.t.Fatalf("waiting for %s: %v\n%s", what, err, h.logs)
+	}
+}
+
+// stop shuts the sidecar down as SIGTERM does and returns its error.
+func (h *harness) stop() error {
+	if h.cancel == nil {
+		return nil
+	}
+	h.cancel()
+	h.cancel = nil
+	select {
+	case err := <-h.done:
+		return err
+	case <-time.After(testTimeout):
+		h.t.Fatalf("sidecar did not stop in %s", testTimeout)
+		return nil
+	}
+}
+
+// storedMsg is one message read back from the stream.
+type storedMsg struct {
+	Subject string
+	Header  nats.Header
+	Data    []byte
+}
+
+// collect reads the stream from the start until it has read want messages.
+func (h *harness) collect(stream string, want int) []storedMsg {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cons, err := h.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		h.t.Fatalf("consumer: %v", err)
+	}
+	var out []storedMsg
+	for len(out) < want {
+		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			h.t.Fatalf("fetch: %v", err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, storedMsg{Subject: m.Subject(), Header: m.Headers(), Data: bytes.Clone(m.Data())})
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			h.t.Fatalf("fetch: %v", err)
+		}
+		if ctx.Err() != nil {
+			h.t.Fatalf("stream %s holds %d of %d messages after %s\n%s", stream, len(out), want, testTimeout, h.logs)
+		}
+	}
+	return out
+}
+
+// streamMsgs is how many messages the stream holds.
+func (h *harness) streamMsgs(stream string) uint64 {
+	h.t.Helper()
+	s, err := h.js.Stream(context.Background(), stream)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.buf.String()
+	if len(s) > 20000 {
+		s = "…" + s[len(s)-20000:]
+	}
+	return s
+}
+
+// accounting compares what the simulator sent with what the stream holds.
+type accounting struct {
+	Sent, Stored, Lost, Duplicated, Unexpected int
+	lost                                       []uint64
+}
+
+func (a accounting) String() string {
+	return fmt.Sprintf("sent %d, stored %d, lost %d, duplicated %d, unexpected %d", a.Sent, a.Stored, a.Lost, a.Duplicated, a.Unexpected)
+}
+
+// account matches stored messages to the simulator's events by
+// correlation id. mayLose says which unstored events the test accepts as
+// lost (sent while no socket was connected); nil accepts none.
+func account(events []simulator.Event, msgs []storedMsg, mayLose func(simulator.Event) bool) accounting {
+	count := make(map[string]int, len(msgs))
+	a := accounting{Sent: len(events), Stored: len(msgs)}
+	for _, m := range msgs {
+		count[m.Header.Get("Genesys-Correlation-Id")]++
+	}
+	known := make(map[string]bool, len(events))
+	for _, ev := range events {
+		known[ev.CorrelationID] = true
+		switch n := count[ev.CorrelationID]; {
+		case n == 0 && (mayLose == nil || !mayLose(ev)):
+			a.Lost++
+			a.lost = append(a.lost, ev.Seq)
+		case n > 1:
+			a.Duplicated += n - 1
+		}
+	}
+	for id := range count {
+		if !known[id] {
+			a.Unexpected++
+		}
+	}
+	return a
+}
+
+// counterValue reads a counter's current value.
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/gcnats/gcnats/connector"
+	"github.com/gcnats/gcnats/publisher"
+	"github.com/gcnats/gcnats/subjects"
+)
+
+// metrics label events by topic pattern (v2.routing.queues.{id}.users),
+// never by raw topic, so cardinality stays bounded at any org size.
+type metrics struct {
+	reg *prometheus.Registry
+
+	received, published, filtered *prometheus.CounterVec
+	droppedFrames                 *prometheus.CounterVec
+	reconnects                    *prometheus.CounterVec
+	retries                       *prometheus.CounterVec
+	acked, duplicates, failed     prometheus.Counter
+	ackLatency                    prometheus.Histogram
+	bufferBytes                   prometheus.Gauge
+
+	mu     sync.RWMutex
+	topics map[string]*topicCounters // by raw topic: a cache in front of the vecs
+}
+
+type topicCounters struct {
+	pattern                       string
+	received, published, filtered prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg:    prometheus.NewRegistry(),
+		topics: make(map[string]*topicCounters),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcnats_frames_received_total", Help: "Event frames read from Genesys, by topic pattern.",
+		}, []string{"pattern"}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcnats_messages_published_total", Help: "Events accepted for publishing to JetStream, by topic pattern.",
+		}, []string{"pattern"}),
+		filtered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcnats_frames_filtered_total", Help: "Events a route's filter left out, by topic pattern.",
+		}, []string{"pattern"}),
+		droppedFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcnats_frames_dropped_total", Help: "Frames skipped without publishing, by reason.",
+		}, []string{"reason"}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcnats_reconnects_total", Help: "Sockets replaced or reconnected, by reason.",
+		}, []string{"reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcnats_publish_retries_total", Help: "Publishes retried with the same dedup id, by reason.",
+		}, []string{"reason"}),
+		acked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gcnats_messages_acked_total", Help: "Publishes JetStream acknowledged.",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gcnats_messages_duplicate_total", Help: "Acks JetStream marked duplicate: the overlap of sockets, replicas or retries collapsed.",
+		}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gcnats_messages_failed_total", Help: "Publishes that failed for good (no retry can store them).",
+		}),
+		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "gcnats_publish_ack_seconds", Help: "Time from publish to JetStream's ack.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		bufferBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gcnats_buffer_bytes", Help: "Bytes of events accepted and not yet acked.",
+		}),
+	}
+	m.reg.MustRegister(m.received, m.published, m.filtered, m.droppedFrames, m.reconnects, m.retries,
+		m.acked, m.duplicates, m.failed, m.ackLatency, m.bufferBytes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// topic returns the counters of a topic's pattern; after the first frame
+// of a topic it neither allocates nor takes a write lock.
+func (m *metrics) topic(topic []byte) *topicCounters {
+	m.mu.RLock()
+	c, ok := m.topics[string(topic)]
+	m.mu.RUnlock()
+	if ok {
+		return c
+	}
+	pattern := subjects.Pattern(topic)
+	c = &topicCounters{
+		pattern:   pattern,
+		received:  m.received.WithLabelValues(pattern),
+		published: m.published.WithLabelValues(pattern),
+		filtered:  m.filtered.WithLabelValues(pattern),
+	}
+	m.mu.Lock()
+	if prev, ok := m.topics[string(topic)]; ok {
+		c = prev
+	} else {
+		m.topics[string(topic)] = c
+	}
+	m.mu.Unlock()
+	return c
+}
+
+func (m *metrics) dropped(reason string) { m.droppedFrames.WithLabelValues(reason).Inc() }
+
+// FrameDropped implements connector.Observer.
+func (m *metrics) FrameDropped(reason string) { m.dropped(reason) }
+
+// Reconnect implements connector.Observer.
+func (m *metrics) Reconnect(reason string) { m.reconnects.WithLabelValues(reason).Inc() }
+
+// watchConnector exports the connector's channel state at each scrape.
+func (m *metrics) watchConnector(c *connector.Connector) {
+	m.reg.MustRegister(&connectorCollector{c: c})
+}
+
+type connectorCollector struct{ c *connector.Connector }
+
+var (
+	channelsDesc  = prometheus.NewDesc("gcnats_channels_active", "Planned channels with a connected socket.", nil, nil)
+	plannedDesc   = prometheus.NewDesc("gcnats_channels_planned", "Channels the topic plan needs.", nil, nil)
+	topicsDesc    = prometheus.NewDesc("gcnats_topics_active", "Topics subscribed on connected channels.", nil, nil)
+	heartbeatDesc = prometheus.NewDesc("gcnats_heartbeat_age_seconds", "Seconds since the last heartbeat, per planned channel.", []string{"channel"}, nil)
+)
+
+func (cc *connectorCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- channelsDesc
+	ch <- plannedDesc
+	ch <- topicsDesc
+	ch <- heartbeatDesc
+}
+
+func (cc *connectorCollector) Collect(ch chan<- prometheus.Metric) {
+	st := cc.c.Status()
+	active, topics := 0, 0
+	for _, c := range st.Channels {
+		if c.Connected {
+			active++
+			topics += c.Topics
+			ch <- prometheus.MustNewConstMetric(heartbeatDesc, prometheus.GaugeValue, c.HeartbeatAge.Seconds(), strconv.Itoa(c.Index))
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(channelsDesc, prometheus.GaugeValue, float64(active))
+	ch <- prometheus.MustNewConstMetric(plannedDesc, prometheus.GaugeValue, float64(len(st.Channels)))
+	ch <- prometheus.MustNewConstMetric(topicsDesc, prometheus.GaugeValue, float64(topics))
+}
+
+// publishObserver feeds the publisher's events to the metrics.
+func (m *metrics) publishObserver() publisher.Observer {
+	return publisher.Observer{
+		Acked: func(latency time.Duration, duplicate bool) {
+			m.acked.Inc()
+			if duplicate {
+				m.duplicates.Inc()
+			}
+			m.ackLatency.Observe(latency.Seconds())
+		},
+		Retried:       func(reason string) { m.retries.WithLabelValues(reason).Inc() },
+		Failed:        func(reason string) { m.failed.Inc(); m.dropped("publish_" + reason) },
+		BufferedBytes: func(n int64) { m.bufferBytes.Set(float64(n)) },
+	}
+}

@@ -1,0 +1,137 @@
+package publisher
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// benchEnv is a server with a memory stream capped in size, so the benchmark
+// measures publishing rather than the disk, and b.N cannot fill the machine.
+func benchEnv(b *testing.B) jetstream.JetStream {
+	b.Helper()
+	srv := startServer(b, b.TempDir(), "127.0.0.1:-1")
+	nc := connectTest(b, srv.ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, err = js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: "BENCH", Subjects: []string{"genesys.>"}, Storage: jetstream.MemoryStorage,
+		MaxBytes: 256 << 20, Duplicates: 2 * time.Minute,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return js
+}
+
+const (
+	benchTopic = "v2.routing.queues.8f0c1d2e-3f40-4a5b-9c6d-7e8f90a1b2c3.conversations"
+	benchCorr  = "5a3b9c1d-2e3f-4a5b-8c7d-6e5f4a3b2c1d"
+)
+
+var benchSizes = []int{512, 4 << 10, 32 << 10}
+
+const warmup = 4096
+
+// BenchmarkPublish compares Publish (copy into a pooled record, send, match
+// the ack, retry bookkeeping) with the baseline of calling PublishMsgAsync
+// with a freshly built nats.Msg per message. Allocations are of the whole
+// process, so they include nats.go's and the embedded server's; the
+// difference between the two is our overhead.
+func BenchmarkPublish(b *testing.B) {
+	for _, size := range benchSizes {
+		body := bytes.Repeat([]byte("e"), size)
+		b.Run(fmt.Sprintf("gcnats/%dB", size), func(b *testing.B) {
+			js := benchEnv(b)
+			p, err := New(js, WithLogger(testLogger()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+			r := &Record{
+				Subject: []byte("genesys." + benchTopic), Topic: []byte(benchTopic),
+				Version: []byte("2"), CorrelationID: []byte(benchCorr), Data: body,
+			}
+			id := make([]byte, 0, 64)
+			// Warm up as a running sidecar is: records recycled, maps grown.
+			for i := range warmup {
+				r.ID = strconv.AppendInt(append(id[:0], "warm-"...), int64(i), 10)
+				if err := p.Publish(ctx, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := p.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				r.ID = strconv.AppendInt(append(id[:0], prefix...), int64(i), 10)
+				r.ReceivedAt = time.Now()
+				if err := p.Publish(ctx, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := p.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if _, err := p.Close(ctx); err != nil {
+				b.Fatal(err)
+			}
+		})
+		b.Run(fmt.Sprintf("baseline/%dB", size), func(b *testing.B) {
+			js := benchEnv(b)
+			bjs, err := jetstream.New(js.Conn(), jetstream.WithPublishAsyncMaxPending(4096),
+				jetstream.WithPublishAsyncTimeout(5*time.Second))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bjs.CleanupPublisher()
+			prefix := strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+			subject := "genesys." + benchTopic
+			for i := range warmup {
+				if _, err := bjs.PublishAsync(subject, body, jetstream.WithMsgID("warm-"+strconv.Itoa(i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			<-bjs.PublishAsyncComplete()
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				m := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{
+					HeaderMsgID:         {prefix + strconv.Itoa(i)},
+					HeaderTopic:         {benchTopic},
+					HeaderVersion:       {"2"},
+					HeaderCorrelationID: {benchCorr},
+					HeaderReceivedAt:    {time.Now().UTC().Format(time.RFC3339Nano)},
+				}}
+				for {
+					_, err := bjs.PublishMsgAsync(m)
+					if err == nil {
+						break
+					}
+					if err != jetstream.ErrTooManyStalledMsgs {
+						b.Fatal(err)
+					}
+				}
+			}
+			select {
+			case <-bjs.PublishAsyncComplete():
+			case <-time.After(30 * time.Second):
+				b.Fatal("acks did not arrive")
+			}
+		})
+	}
+}

@@ -1,0 +1,162 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// DefaultEmbeddedListen is where the embedded server listens when
+// EmbeddedOptions.Listen is empty (GCNATS_EMBEDDED_LISTEN's default).
+const DefaultEmbeddedListen = "127.0.0.1:4222"
+
+// EmbeddedOptions configures [StartEmbedded].
+type EmbeddedOptions struct {
+	// Listen is host:port for clients; port 0 or -1 picks a free one.
+	// Empty means DefaultEmbeddedListen.
+	Listen string
+	// StoreDir holds JetStream's files. Required: a restart with the same
+	// directory keeps the messages and the duplicate window.
+	StoreDir string
+	// Logger receives the server's log (notices at info, debug off).
+	// Nil discards it.
+	Logger *slog.Logger
+}
+
+// Embedded is an in-process JetStream server: with NATS_URL empty the sidecar
+// runs one for the pod.
+type Embedded struct {
+	srv  *server.Server
+	addr string // as configured, with the port actually bound
+	url  string
+}
+
+// StartEmbedded starts the server and waits until it accepts connections.
+// It fails with a clear error when the port is taken or JetStream cannot use
+// StoreDir.
+func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
+	if opts.StoreDir == "" {
+		return nil, errors.New("start embedded nats: store dir is empty")
+	}
+	listen := opts.Listen
+	if listen == "" {
+		listen = DefaultEmbeddedListen
+	}
+	host, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded nats: listen address %q: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < -1 || port > 65535 {
+		return nil, fmt.Errorf("start embedded nats: listen address %q: bad port", listen)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT // for nats-server, 0 means 4222
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+
+	sopts := &server.Options{
+		ServerName: "gcnats-embedded", // stable across restarts: JetStream keys its state by it
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   opts.StoreDir,
+		NoSigs:     true,
+		// Nothing listens for HTTP monitoring, clustering or leaf nodes.
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		return nil, fmt.Errorf("start embedded nats: %w", err)
+	}
+	sl := &serverLog{log: log.With("component", "nats-server")}
+	srv.SetLoggerV2(sl, false, false, false)
+
+	// Start returns once JetStream is up and the listener is open or has
+	// failed; a failure is reported through Fatalf, which we keep.
+	srv.Start()
+	if msg := sl.fatal(); msg != "" {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, fmt.Errorf("start embedded nats on %s: %s", listen, msg)
+	}
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, fmt.Errorf("start embedded nats on %s: not ready after 10s", listen)
+	}
+	addr, ok := srv.Addr().(*net.TCPAddr)
+	if !ok {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, fmt.Errorf("start embedded nats on %s: no listener", listen)
+	}
+	e := &Embedded{srv: srv, addr: net.JoinHostPort(host, strconv.Itoa(addr.Port))}
+	dial := host
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		dial = "127.0.0.1" // listening on every interface: loopback is one of them
+	}
+	e.url = "nats://" + net.JoinHostPort(dial, strconv.Itoa(addr.Port))
+	log.Info("embedded nats started", "addr", e.addr, "store_dir", opts.StoreDir)
+	return e, nil
+}
+
+// ClientURL is the URL clients connect to, e.g. nats://127.0.0.1:4222.
+func (e *Embedded) ClientURL() string { return e.url }
+
+// Addr is the host:port the server listens on; pass it as Listen to start a
+// server on the same port again.
+func (e *Embedded) Addr() string { return e.addr }
+
+// Shutdown stops the server and waits until it has stopped and flushed its
+// store.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+// serverLog adapts nats-server's logger to slog and keeps the first fatal
+// message, which nats-server only logs.
+type serverLog struct {
+	log *slog.Logger
+
+	mu       sync.Mutex
+	fatalMsg string
+}
+
+func (l *serverLog) logf(level slog.Level, format string, v []any) {
+	if l.log.Enabled(context.Background(), level) {
+		l.log.Log(context.Background(), level, fmt.Sprintf(format, v...))
+	}
+}
+
+func (l *serverLog) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v) }
+func (l *serverLog) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v) }
+func (l *serverLog) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v) }
+func (l *serverLog) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v) }
+func (l *serverLog) Tracef(format string, v ...any)  { l.logf(slog.LevelDebug-4, format, v) }
+
+func (l *serverLog) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.mu.Lock()
+	if l.fatalMsg == "" {
+		l.fatalMsg = msg
+	}
+	l.mu.Unlock()
+	l.log.Error(msg)
+}
+
+func (l *serverLog) fatal() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fatalMsg
+}

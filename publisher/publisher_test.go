@@ -1,0 +1,420 @@
+package publisher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestEnsureStreamCreatesThenUpdates(t *testing.T) {
+	e := newEnv(t) // creates TEST
+	ctx := context.Background()
+
+	info, err := e.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := info.Config
+	if c.Storage != jetstream.FileStorage || !slices.Equal(c.Subjects, []string{"t.>"}) ||
+		c.MaxAge != time.Hour || c.Duplicates != 2*time.Minute || c.Replicas != 1 {
+		t.Fatalf("created config: storage %v subjects %v max age %s duplicates %s replicas %d",
+			c.Storage, c.Subjects, c.MaxAge, c.Duplicates, c.Replicas)
+	}
+
+	// An operator's own tuning of a setting gcnats does not own.
+	c.MaxBytes = 1 << 30
+	if _, err := e.js.UpdateStream(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := EnsureStream(ctx, e.js, StreamConfig{
+		Name: "TEST", Subjects: []string{"t.>", "u.>"}, MaxAge: 48 * time.Hour, Duplicates: 5 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err = s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = info.Config
+	if !slices.Equal(c.Subjects, []string{"t.>", "u.>"}) || c.MaxAge != 48*time.Hour || c.Duplicates != 5*time.Minute {
+		t.Fatalf("updated config: subjects %v max age %s duplicates %s", c.Subjects, c.MaxAge, c.Duplicates)
+	}
+	if c.MaxBytes != 1<<30 {
+		t.Fatalf("update reset MaxBytes to %d", c.MaxBytes)
+	}
+
+	// Unchanged settings: no error, nothing changes.
+	if _, err := EnsureStream(ctx, e.js, StreamConfig{
+		Name: "TEST", Subjects: []string{"t.>", "u.>"}, MaxAge: 48 * time.Hour, Duplicates: 5 * time.Minute,
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, bad := range []StreamConfig{{Subjects: []string{"x"}}, {Name: "X"}} {
+		if _, err := EnsureStream(ctx, e.js, bad); err == nil {
+			t.Errorf("EnsureStream(%+v) succeeded", bad)
+		}
+	}
+}
+
+func TestPublishStoresEachOnceWithHeaders(t *testing.T) {
+	e := newEnv(t)
+	var acked, bufferedZero atomic.Int64
+	p := newPublisher(t, e.js, WithObserver(Observer{
+		Acked: func(latency time.Duration, duplicate bool) {
+			if latency > 0 && !duplicate {
+				acked.Add(1)
+			}
+		},
+		BufferedBytes: func(n int64) {
+			if n == 0 {
+				bufferedZero.Add(1)
+			}
+		},
+	}))
+
+	const n = 500
+	type want struct {
+		subject string
+		header  map[string]string
+		data    []byte
+	}
+	wants := map[string]want{}
+	// One set of buffers, overwritten after every Publish: the publisher must
+	// have copied what it keeps.
+	r := &Record{}
+	var subj, id, topic, version, corr, data []byte
+	for i := range n {
+		topicS := fmt.Sprintf("v2.users.u%d.presence", i)
+		topic = append(topic[:0], topicS...)
+		subj = append(append(subj[:0], "t."...), topicS...)
+		data = fmt.Appendf(data[:0], `{"i":%d,"body":"%s"}`, i, bytes.Repeat([]byte{'a' + byte(i%26)}, i))
+		id = MsgID(id[:0], topic, data)
+		version = version[:0]
+		corr = corr[:0]
+		hdr := map[string]string{
+			HeaderMsgID:      string(id),
+			HeaderTopic:      topicS,
+			HeaderReceivedAt: time.Date(2025, 3, 1, 12, 0, 0, i*1000+1, time.FixedZone("X", 3600)).UTC().Format(time.RFC3339Nano),
+		}
+		if i%3 != 0 {
+			version = append(version, '2')
+			hdr[HeaderVersion] = "2"
+		}
+		if i%2 == 0 {
+			corr = fmt.Appendf(corr, "corr-%d", i)
+			hdr[HeaderCorrelationID] = string(corr)
+		}
+		*r = Record{
+			Subject: subj, ID: id, Topic: topic, Version: version, CorrelationID: corr,
+			ReceivedAt: time.Date(2025, 3, 1, 12, 0, 0, i*1000+1, time.FixedZone("X", 3600)),
+			Data:       data,
+		}
+		if err := p.Publish(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+		wants[string(id)] = want{subject: string(subj), header: hdr, data: bytes.Clone(data)}
+		for _, b := range [][]byte{subj, id, topic, version, corr, data} {
+			clear(b)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	msgs := readAll(t, e.js, "TEST")
+	if len(msgs) != n {
+		t.Fatalf("stream holds %d messages, want %d", len(msgs), n)
+	}
+	for _, m := range msgs {
+		w, ok := wants[m.header.Get(HeaderMsgID)]
+		if !ok {
+			t.Fatalf("unexpected message id %q", m.header.Get(HeaderMsgID))
+		}
+		delete(wants, m.header.Get(HeaderMsgID))
+		if m.subject != w.subject || !bytes.Equal(m.data, w.data) {
+			t.Fatalf("message %s: subject %q data %q, want %q %q", w.header[HeaderMsgID], m.subject, m.data, w.subject, w.data)
+		}
+		got := map[string]string{}
+		for k, v := range m.header {
+			if len(v) != 1 {
+				t.Fatalf("header %s has %d values", k, len(v))
+			}
+			got[k] = v[0]
+		}
+		if !maps.Equal(got, w.header) {
+			t.Fatalf("headers\n got %v\nwant %v", got, w.header)
+		}
+	}
+	if len(wants) != 0 {
+		t.Fatalf("%d records missing", len(wants))
+	}
+	st := p.Stats()
+	if st.Accepted != n || st.Acked != n || st.Duplicates != 0 || st.Failed != 0 || st.Buffered != 0 || st.BufferedBytes != 0 || st.InFlight != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if acked.Load() != n || bufferedZero.Load() == 0 {
+		t.Fatalf("observer saw %d acks, buffered bytes back to zero %d times", acked.Load(), bufferedZero.Load())
+	}
+}
+
+func TestPublishMissingIDUsesMsgID(t *testing.T) {
+	e := newEnv(t)
+	p := newPublisher(t, e.js)
+	r := &Record{Subject: []byte("t.x"), Topic: []byte("v2.x"), Data: []byte(`{"a":1}`)}
+	if err := p.Publish(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	msgs := readAll(t, e.js, "TEST")
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	if got, want := msgs[0].header.Get(HeaderMsgID), string(MsgID(nil, r.Topic, r.Data)); got != want {
+		t.Fatalf("id %q, want %q", got, want)
+	}
+	at, err := time.Parse(time.RFC3339Nano, msgs[0].header.Get(HeaderReceivedAt))
+	if err != nil || at.Location() != time.UTC {
+		t.Fatalf("received-at %q: %v", msgs[0].header.Get(HeaderReceivedAt), err)
+	}
+}
+
+// The same event from two sockets of one sidecar, and from a second replica:
+// stored once, the rest counted as duplicates.
+func TestPublishSameIDStoredOnce(t *testing.T) {
+	e := newEnv(t)
+	p1 := newPublisher(t, e.js)
+	p2 := newPublisher(t, e.js)
+	r := testRecord(1, nil)
+	ctx := context.Background()
+	for _, p := range []*Publisher{p1, p1, p2} {
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertExactlyOnce(t, e.js, "TEST", map[string]bool{string(r.ID): true})
+	if s1, s2 := p1.Stats(), p2.Stats(); s1.Acked != 2 || s1.Duplicates != 1 || s2.Acked != 1 || s2.Duplicates != 1 {
+		t.Fatalf("stats: first %+v second %+v", s1, s2)
+	}
+}
+
+func TestPublishRejectsInvalidRecords(t *testing.T) {
+	e := newEnv(t)
+	var failed sync.Map
+	p := newPublisher(t, e.js, WithObserver(Observer{Failed: func(reason string) { failed.Store(reason, true) }}))
+	big := make([]byte, e.nc.MaxPayload())
+	for name, r := range map[string]*Record{
+		"nil":         nil,
+		"no subject":  {Data: []byte("x")},
+		"space":       {Subject: []byte("t.a b")},
+		"empty token": {Subject: []byte("t..a")},
+		"trailing":    {Subject: []byte("t.a.")},
+		"wildcard":    {Subject: []byte("t.*")},
+		"full":        {Subject: []byte("t.>")},
+		"too large":   {Subject: []byte("t.a"), Data: big},
+	} {
+		if err := p.Publish(context.Background(), r); !errors.Is(err, ErrInvalidRecord) {
+			t.Errorf("%s: err = %v, want ErrInvalidRecord", name, err)
+		}
+	}
+	if st := p.Stats(); st.Rejected != 8 || st.Accepted != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	for _, reason := range []string{ReasonInvalid, ReasonTooLarge} {
+		if _, ok := failed.Load(reason); !ok {
+			t.Errorf("observer did not see %s", reason)
+		}
+	}
+}
+
+// A subject no stream covers can never be stored: counted, not retried
+// forever, and it does not hold up the records around it.
+func TestPublishNoStreamIsPermanent(t *testing.T) {
+	e := newEnv(t)
+	var noStream atomic.Int64
+	p := newPublisher(t, e.js, WithObserver(Observer{Failed: func(reason string) {
+		if reason == ReasonNoStream {
+			noStream.Add(1)
+		}
+	}}))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	good1, good2 := testRecord(1, nil), testRecord(2, nil)
+	lost := testRecord(3, nil)
+	lost.Subject = []byte("nowhere.x")
+	for _, r := range []*Record{good1, lost, good2} {
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); !errors.Is(err, ErrNotStored) {
+		t.Fatalf("Flush = %v, want ErrNotStored", err)
+	}
+	assertExactlyOnce(t, e.js, "TEST", map[string]bool{string(good1.ID): true, string(good2.ID): true})
+	if st := p.Stats(); st.Failed != 1 || st.Acked != 2 || st.Buffered != 0 || noStream.Load() != 1 {
+		t.Fatalf("stats %+v, observer no_stream %d", st, noStream.Load())
+	}
+}
+
+func TestCloseFlushes(t *testing.T) {
+	e := newEnv(t)
+	p, err := New(e.js, WithLogger(testLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for i := range 1000 {
+		r := testRecord(i, nil)
+		want[string(r.ID)] = true
+		if err := p.Publish(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if n, err := p.Close(ctx); n != 0 || err != nil {
+		t.Fatalf("Close = %d, %v", n, err)
+	}
+	assertExactlyOnce(t, e.js, "TEST", want)
+	if err := p.Publish(ctx, testRecord(0, nil)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Publish after Close = %v", err)
+	}
+	if _, err := p.Close(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("second Close = %v", err)
+	}
+}
+
+func TestCloseWithServerDownReportsUnflushed(t *testing.T) {
+	e := newEnv(t)
+	p, err := New(e.js, WithLogger(testLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stop(t)
+	for i := range 50 {
+		if err := p.Publish(context.Background(), testRecord(i, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	n, err := p.Close(ctx)
+	if n != 50 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close = %d, %v; want 50, deadline exceeded", n, err)
+	}
+}
+
+// Publish blocks while the buffer is full and the server is down, gives up
+// when its ctx ends without accepting, and goes on once the server is back.
+func TestBackpressure(t *testing.T) {
+	e := newEnv(t)
+	const limit = 64 << 10
+	p := newPublisher(t, e.js, WithBufferBytes(limit))
+	e.stop(t)
+
+	const n = 200 // ~200 KiB: three times the buffer
+	var started atomic.Int64
+	want := map[string]bool{}
+	recs := make([]*Record, n)
+	for i := range recs {
+		recs[i] = testRecord(i, make([]byte, 0, 1100))
+		recs[i].Data = append(recs[i].Data, bytes.Repeat([]byte(" "), 1000)...)
+		want[string(recs[i].ID)] = true
+	}
+	done := make(chan error, 1)
+	go func() {
+		for i, r := range recs {
+			started.Store(int64(i + 1))
+			if err := p.Publish(context.Background(), r); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+
+	// Blocked: call k has started, k-1 were accepted, and record k does not
+	// fit. Nothing can be acked with the server down, so it stays so.
+	waitFor(t, 10*time.Second, "Publish to block on a full buffer", func() bool {
+		st := p.Stats()
+		return started.Load() == int64(st.Accepted)+1 && st.BufferedBytes+1100 > limit
+	})
+	st := p.Stats()
+	if st.Accepted >= n || st.BufferedBytes > limit {
+		t.Fatalf("stats at the limit: %+v", st)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("publishing finished with the server down: %v", err)
+	default:
+	}
+
+	// A caller that gives up is told so, and nothing is accepted.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	extra := testRecord(n+1, nil)
+	extra.Data = bytes.Repeat([]byte(" "), 1100)
+	if err := p.Publish(ctx, extra); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Publish on a full buffer = %v, want deadline exceeded", err)
+	}
+	if got := p.Stats().Accepted; got != st.Accepted {
+		t.Fatalf("accepted went from %d to %d with the buffer full", st.Accepted, got)
+	}
+
+	e.restart(t)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("publishing still blocked after restart: %+v", p.Stats())
+	}
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	if err := p.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	assertExactlyOnce(t, e.js, "TEST", want)
+}
+
+func TestNoGoroutinesLeftAfterClose(t *testing.T) {
+	e := newEnv(t)
+	before := countGoroutines()
+	p, err := New(e.js, WithLogger(testLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := p.Publish(context.Background(), testRecord(i, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := p.Close(context.Background()); n != 0 || err != nil {
+		t.Fatalf("Close = %d, %v", n, err)
+	}
+	// The connection stays open: nats.go's reply subscription and status
+	// goroutine of the publisher must be gone too.
+	waitFor(t, 5*time.Second, fmt.Sprintf("goroutines back to %d", before), func() bool {
+		return countGoroutines() <= before
+	})
+}

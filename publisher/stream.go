@@ -1,0 +1,84 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfig is the part of a JetStream stream that gcnats owns.
+type StreamConfig struct {
+	Name     string
+	Subjects []string
+	// Replicas defaults to 1.
+	Replicas int
+	// MaxAge is the retention; 0 keeps messages forever.
+	MaxAge time.Duration
+	// Duplicates is the dedup window; 0 takes the server default (2m).
+	// It bounds how far apart two copies of an event may arrive and still
+	// be stored once.
+	Duplicates time.Duration
+}
+
+// EnsureStream creates the stream with file storage, or, when it exists,
+// updates the settings in cfg so a changed setting applies on the next start.
+// Settings that cfg does not name (limits, placement, storage, …) are kept as
+// they are on the server, so an operator's tuning survives a restart.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("ensure stream: name is empty")
+	}
+	if len(cfg.Subjects) == 0 {
+		return nil, fmt.Errorf("ensure stream %s: no subjects", cfg.Name)
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	// Two replicas starting together may both find no stream: the loser of
+	// the create race goes round once more and updates instead.
+	for attempt := 0; ; attempt++ {
+		s, err := js.Stream(ctx, cfg.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			s, err = js.CreateStream(ctx, jetstream.StreamConfig{
+				Name:       cfg.Name,
+				Subjects:   cfg.Subjects,
+				Replicas:   cfg.Replicas,
+				MaxAge:     cfg.MaxAge,
+				Duplicates: cfg.Duplicates,
+				Storage:    jetstream.FileStorage,
+			})
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && attempt == 0 {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+			}
+			return s, nil
+		case err != nil:
+			return nil, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+		}
+
+		cur := s.CachedInfo().Config
+		want := cur
+		want.Subjects = cfg.Subjects
+		want.Replicas = cfg.Replicas
+		want.MaxAge = cfg.MaxAge
+		if cfg.Duplicates > 0 {
+			want.Duplicates = cfg.Duplicates
+		}
+		if slices.Equal(cur.Subjects, want.Subjects) && cur.Replicas == want.Replicas &&
+			cur.MaxAge == want.MaxAge && cur.Duplicates == want.Duplicates {
+			return s, nil
+		}
+		s, err = js.UpdateStream(ctx, want)
+		if err != nil {
+			return nil, fmt.Errorf("update stream %s: %w", cfg.Name, err)
+		}
+		return s, nil
+	}
+}

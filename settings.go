@@ -1,0 +1,324 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Settings are gcnats' environment, as DESIGN.md names it. Genesys names
+// follow the Genesys Terraform provider and CLI; NATS names the nats CLI.
+type Settings struct {
+	Region       string `env:"GENESYSCLOUD_REGION"`
+	APIURL       string `env:"GENESYSCLOUD_API_URL"`
+	LoginURL     string `env:"GENESYSCLOUD_LOGIN_URL"`
+	ClientID     string `env:"GENESYSCLOUD_OAUTHCLIENT_ID"`
+	ClientSecret string `env:"GENESYSCLOUD_OAUTHCLIENT_SECRET"`
+
+	ClientIDFile     string `env:"GENESYSCLOUD_OAUTHCLIENT_ID_FILE,file"`
+	ClientSecretFile string `env:"GENESYSCLOUD_OAUTHCLIENT_SECRET_FILE,file"`
+
+	Topics     []string `env:"GCNATS_TOPICS"`
+	RoutesFile string   `env:"GCNATS_ROUTES_FILE"`
+
+	NATSURL          string `env:"NATS_URL"`
+	NATSCreds        string `env:"NATS_CREDS"`
+	NATSNKey         string `env:"NATS_NKEY"`
+	NATSUser         string `env:"NATS_USER"`
+	NATSPassword     string `env:"NATS_PASSWORD"`
+	NATSUserFile     string `env:"NATS_USER_FILE,file"`
+	NATSPasswordFile string `env:"NATS_PASSWORD_FILE,file"`
+	NATSCA           string `env:"NATS_CA"`
+	NATSCert         string `env:"NATS_CERT"`
+	NATSKey          string `env:"NATS_KEY"`
+
+	StoreDir       string        `env:"GCNATS_STORE_DIR" envDefault:"./data"`
+	EmbeddedListen string        `env:"GCNATS_EMBEDDED_LISTEN" envDefault:"127.0.0.1:4222"`
+	Stream         string        `env:"GCNATS_STREAM" envDefault:"GENESYS"`
+	SubjectPrefix  string        `env:"GCNATS_SUBJECT_PREFIX" envDefault:"genesys"`
+	StreamReplicas int           `env:"GCNATS_STREAM_REPLICAS" envDefault:"1"`
+	StreamMaxAge   time.Duration `env:"GCNATS_STREAM_MAX_AGE" envDefault:"168h"`
+	DedupWindow    time.Duration `env:"GCNATS_DEDUP_WINDOW" envDefault:"2m"`
+	Payload        string        `env:"GCNATS_PAYLOAD" envDefault:"event"`
+	HTTPAddr       string        `env:"GCNATS_HTTP_ADDR" envDefault:":8080"`
+	LogLevel       string        `env:"GCNATS_LOG_LEVEL" envDefault:"info"`
+	LogFormat      string        `env:"GCNATS_LOG_FORMAT" envDefault:"json"`
+
+	MaxChannels      int           `env:"GCNATS_MAX_CHANNELS" envDefault:"10"`
+	TopicRefresh     time.Duration `env:"GCNATS_TOPIC_REFRESH" envDefault:"5m"`
+	BufferBytes      ByteSize      `env:"GCNATS_BUFFER_BYTES" envDefault:"64MiB"`
+	ShutdownTimeout  time.Duration `env:"GCNATS_SHUTDOWN_TIMEOUT" envDefault:"20s"`
+	HeartbeatTimeout time.Duration `env:"GCNATS_HEARTBEAT_TIMEOUT" envDefault:"75s"`
+}
+
+// regions maps Genesys Cloud AWS regions to their domains.
+var regions = map[string]string{
+	"us-east-1":      "mypurecloud.com",
+	"us-east-2":      "use2.us-gov-pure.cloud",
+	"us-west-2":      "usw2.pure.cloud",
+	"ca-central-1":   "cac1.pure.cloud",
+	"sa-east-1":      "sae1.pure.cloud",
+	"eu-west-1":      "mypurecloud.ie",
+	"eu-west-2":      "euw2.pure.cloud",
+	"eu-central-1":   "mypurecloud.de",
+	"eu-central-2":   "euc2.pure.cloud",
+	"me-central-1":   "mec1.pure.cloud",
+	"ap-south-1":     "aps1.pure.cloud",
+	"ap-northeast-1": "mypurecloud.jp",
+	"ap-northeast-2": "apne2.pure.cloud",
+	"ap-northeast-3": "apne3.pure.cloud",
+	"ap-southeast-2": "mypurecloud.com.au",
+}
+
+// regionDomain accepts a region (eu-west-1) or its domain (mypurecloud.ie).
+func regionDomain(region string) (string, bool) {
+	region = strings.ToLower(strings.TrimSpace(region))
+	if d, ok := regions[region]; ok {
+		return d, true
+	}
+	for _, d := range regions {
+		if d == region {
+			return d, true
+		}
+	}
+	return "", false
+}
+
+// ByteSize is a size in bytes that reads "67108864", "64MiB" or "512KiB".
+type ByteSize int64
+
+// UnmarshalText parses a byte size with an optional KiB, MiB or GiB suffix.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return errors.New("expected a size in bytes such as 67108864, 512KiB or 64MiB")
+	}
+	*b = ByteSize(n * mult)
+	return nil
+}
+
+// loadSettings reads the settings from environ (os.Environ form, or nil
+// for the process environment) and checks every value. Its errors are one
+// line each, naming the variable.
+func loadSettings(environ map[string]string) (Settings, error) {
+	var s Settings
+	opts := env.Options{}
+	if environ != nil {
+		opts.Environment = environ
+	}
+	if err := env.ParseWithOptions(&s, opts); err != nil {
+		return s, settingsError(err)
+	}
+	if err := s.resolve(); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// settingsError rewrites the env library's errors to name the variable.
+func settingsError(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	lines := make([]string, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		var fe env.LoadFileContentError
+		switch {
+		case errors.As(e, &pe):
+			name := pe.Name
+			if f, ok := reflect.TypeFor[Settings]().FieldByName(pe.Name); ok {
+				name, _, _ = strings.Cut(f.Tag.Get("env"), ",")
+			}
+			lines = append(lines, fmt.Sprintf("%s: %s", name, expected(pe)))
+		case errors.As(e, &fe):
+			lines = append(lines, fmt.Sprintf("%s: cannot read %s: %v", fe.Key, fe.Filename, errors.Unwrap(fe.Err)))
+		default:
+			lines = append(lines, e.Error())
+		}
+	}
+	return errors.New(strings.Join(lines, "; "))
+}
+
+func expected(pe env.ParseError) string {
+	switch pe.Type {
+	case reflect.TypeFor[time.Duration]():
+		return "expected a duration such as 30s, 5m or 168h"
+	case reflect.TypeFor[int]():
+		return "expected a whole number"
+	case reflect.TypeFor[ByteSize]():
+		return "expected a size in bytes such as 67108864, 512KiB or 64MiB"
+	}
+	return pe.Err.Error()
+}
+
+func (s *Settings) resolve() error {
+	if err := mergeFile(&s.ClientID, s.ClientIDFile, "GENESYSCLOUD_OAUTHCLIENT_ID"); err != nil {
+		return err
+	}
+	if err := mergeFile(&s.ClientSecret, s.ClientSecretFile, "GENESYSCLOUD_OAUTHCLIENT_SECRET"); err != nil {
+		return err
+	}
+	if err := mergeFile(&s.NATSUser, s.NATSUserFile, "NATS_USER"); err != nil {
+		return err
+	}
+	if err := mergeFile(&s.NATSPassword, s.NATSPasswordFile, "NATS_PASSWORD"); err != nil {
+		return err
+	}
+	switch {
+	case s.APIURL != "":
+		u, err := url.Parse(s.APIURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("GENESYSCLOUD_API_URL: expected an http(s) URL such as https://api.mypurecloud.ie, got %q", s.APIURL)
+		}
+		s.APIURL = strings.TrimRight(s.APIURL, "/")
+	case s.Region != "":
+		d, ok := regionDomain(s.Region)
+		if !ok {
+			return fmt.Errorf("GENESYSCLOUD_REGION: unknown region %q; expected one such as eu-west-1 or its domain mypurecloud.ie", s.Region)
+		}
+		s.APIURL = "https://api." + d
+	default:
+		return errors.New("GENESYSCLOUD_REGION: not set; set it (e.g. eu-west-1) or GENESYSCLOUD_API_URL")
+	}
+	if s.LoginURL != "" {
+		if u, err := url.Parse(s.LoginURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("GENESYSCLOUD_LOGIN_URL: expected an http(s) URL such as https://login.mypurecloud.ie, got %q", s.LoginURL)
+		}
+		s.LoginURL = strings.TrimRight(s.LoginURL, "/")
+	}
+	if s.ClientID == "" {
+		return errors.New("GENESYSCLOUD_OAUTHCLIENT_ID: not set (or set GENESYSCLOUD_OAUTHCLIENT_ID_FILE to a file holding it)")
+	}
+	if s.ClientSecret == "" {
+		return errors.New("GENESYSCLOUD_OAUTHCLIENT_SECRET: not set (or set GENESYSCLOUD_OAUTHCLIENT_SECRET_FILE to a file holding it)")
+	}
+	topics := s.Topics[:0]
+	for _, t := range s.Topics {
+		if t = strings.TrimSpace(t); t != "" {
+			topics = append(topics, t)
+		}
+	}
+	s.Topics = topics
+	if len(s.Topics) == 0 {
+		return errors.New("GCNATS_TOPICS: not set; expected comma-separated topics such as v2.routing.queues.*.conversations,v2.users.*.presence")
+	}
+	if s.NATSURL == "" {
+		if _, _, err := net.SplitHostPort(s.EmbeddedListen); err != nil {
+			return fmt.Errorf("GCNATS_EMBEDDED_LISTEN: expected host:port such as 127.0.0.1:4222, got %q", s.EmbeddedListen)
+		}
+		if s.StoreDir == "" {
+			return errors.New("GCNATS_STORE_DIR: empty; the embedded JetStream server needs a directory")
+		}
+	}
+	if (s.NATSCert == "") != (s.NATSKey == "") {
+		return errors.New("NATS_CERT and NATS_KEY: set both or neither")
+	}
+	for name, path := range map[string]string{"NATS_CREDS": s.NATSCreds, "NATS_NKEY": s.NATSNKey, "NATS_CA": s.NATSCA, "NATS_CERT": s.NATSCert, "NATS_KEY": s.NATSKey, "GCNATS_ROUTES_FILE": s.RoutesFile} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("%s: cannot read %s: %v", name, path, errors.Unwrap(err))
+		}
+	}
+	if s.Stream == "" || strings.ContainsAny(s.Stream, " \t\r\n.*>/\\") {
+		return fmt.Errorf("GCNATS_STREAM: %q is not a valid stream name (no spaces, '.', '*', '>', '/' or '\\')", s.Stream)
+	}
+	if s.SubjectPrefix == "" || strings.ContainsAny(s.SubjectPrefix, " \t\r\n*>") || strings.HasPrefix(s.SubjectPrefix, ".") || strings.HasSuffix(s.SubjectPrefix, ".") || strings.Contains(s.SubjectPrefix, "..") {
+		return fmt.Errorf("GCNATS_SUBJECT_PREFIX: %q is not a valid subject prefix (dot-separated tokens, no spaces or wildcards)", s.SubjectPrefix)
+	}
+	if s.StreamReplicas < 1 || s.StreamReplicas > 5 {
+		return fmt.Errorf("GCNATS_STREAM_REPLICAS: %d; expected 1 to 5", s.StreamReplicas)
+	}
+	if s.StreamMaxAge < 0 {
+		return errors.New("GCNATS_STREAM_MAX_AGE: must not be negative (0 keeps messages forever)")
+	}
+	if s.DedupWindow <= 0 {
+		return errors.New("GCNATS_DEDUP_WINDOW: must be positive; the dedup window is what collapses overlapping sockets")
+	}
+	if s.StreamMaxAge > 0 && s.DedupWindow > s.StreamMaxAge {
+		return errors.New("GCNATS_DEDUP_WINDOW: longer than GCNATS_STREAM_MAX_AGE; JetStream refuses that")
+	}
+	if s.Payload != "event" && s.Payload != "frame" {
+		return fmt.Errorf("GCNATS_PAYLOAD: %q; expected event or frame", s.Payload)
+	}
+	if s.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
+			return fmt.Errorf("GCNATS_HTTP_ADDR: expected host:port or :port such as :8080, got %q", s.HTTPAddr)
+		}
+	}
+	if _, err := parseLevel(s.LogLevel); err != nil {
+		return err
+	}
+	if s.LogFormat != "json" && s.LogFormat != "text" {
+		return fmt.Errorf("GCNATS_LOG_FORMAT: %q; expected json or text", s.LogFormat)
+	}
+	if s.MaxChannels < 1 || s.MaxChannels > 20 {
+		return fmt.Errorf("GCNATS_MAX_CHANNELS: %d; expected 1 to 20 (Genesys allows 20 channels per OAuth client)", s.MaxChannels)
+	}
+	if s.TopicRefresh < time.Second {
+		return errors.New("GCNATS_TOPIC_REFRESH: expected at least 1s")
+	}
+	if s.BufferBytes < 1<<20 {
+		return errors.New("GCNATS_BUFFER_BYTES: expected at least 1MiB")
+	}
+	if s.ShutdownTimeout <= 0 {
+		return errors.New("GCNATS_SHUTDOWN_TIMEOUT: must be positive")
+	}
+	if s.HeartbeatTimeout < 100*time.Millisecond {
+		return errors.New("GCNATS_HEARTBEAT_TIMEOUT: expected at least 100ms (Genesys sends a heartbeat every 30s)")
+	}
+	return nil
+}
+
+// mergeFile takes a secret from its _FILE variable when that is set.
+func mergeFile(value *string, fromFile, name string) error {
+	if fromFile == "" {
+		return nil
+	}
+	if *value != "" {
+		return fmt.Errorf("%s and %s_FILE: set one, not both", name, name)
+	}
+	*value = strings.TrimSpace(fromFile)
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("GCNATS_LOG_LEVEL: %q; expected debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func newLogger(s Settings, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(s.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if s.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

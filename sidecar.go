@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gcnats/gcnats/connector"
+	"github.com/gcnats/gcnats/publisher"
+	"github.com/gcnats/gcnats/subjects"
+)
+
+func cmdRun(ctx context.Context, stderr io.Writer) error {
+	s, err := loadSettings(nil)
+	if err != nil {
+		return err
+	}
+	log := newLogger(s, stderr)
+	return runSidecar(ctx, s, log, nil)
+}
+
+// sidecar is one running gcnats: its NATS side, its Genesys side and the
+// HTTP endpoints.
+type sidecar struct {
+	settings Settings
+	log      *slog.Logger
+	metrics  *metrics
+	table    *subjects.Table
+	embedded *publisher.Embedded
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	pub      *publisher.Publisher
+	conn     *connector.Connector
+	http     *http.Server
+	httpAddr net.Addr
+
+	stop       context.Context // ends when shutdown gives up on flushing
+	cancelStop context.CancelFunc
+}
+
+// runSidecar runs gcnats until ctx ends, then shuts down within the
+// shutdown timeout. started, when not nil, is called once everything is up.
+func runSidecar(ctx context.Context, s Settings, log *slog.Logger, started func(*sidecar)) error {
+	sc, err := startSidecar(ctx, s, log)
+	if err != nil {
+		return err
+	}
+	if started != nil {
+		started(sc)
+	}
+	runErr := sc.conn.Run(ctx)
+	if runErr != nil {
+		log.Error("genesys connector stopped", "err", runErr)
+	}
+	sc.shutdown()
+	return runErr
+}
+
+func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar, err error) {
+	sc := &sidecar{settings: s, log: log, metrics: newMetrics()}
+	sc.stop, sc.cancelStop = context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		if err != nil {
+			sc.shutdown()
+		}
+	}()
+
+	if s.RoutesFile != "" {
+		sc.table, err = subjects.Load(s.RoutesFile, s.SubjectPrefix)
+	} else {
+		sc.table, err = subjects.New(s.SubjectPrefix)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("GCNATS_ROUTES_FILE: %w", err)
+	}
+
+	url := s.NATSURL
+	if url == "" {
+		sc.embedded, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: s.EmbeddedListen, StoreDir: s.StoreDir, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("start embedded JetStream (GCNATS_EMBEDDED_LISTEN=%s, GCNATS_STORE_DIR=%s): %w", s.EmbeddedListen, s.StoreDir, err)
+		}
+		url = sc.embedded.ClientURL()
+		log.Info("embedded JetStream server started", "url", url, "store", s.StoreDir)
+	}
+	sc.nc, err = publisher.Connect(ctx, url, publisher.ConnectOptions{
+		Name:      "gcnats",
+		CredsFile: s.NATSCreds,
+		NKeyFile:  s.NATSNKey,
+		User:      s.NATSUser,
+		Password:  s.NATSPassword,
+		CAFile:    s.NATSCA,
+		CertFile:  s.NATSCert,
+		KeyFile:   s.NATSKey,
+		Logger:    log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	sc.js, err = jetstream.New(sc.nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	for _, st := range sc.table.Streams(s.Stream) {
+		_, err := publisher.EnsureStream(ctx, sc.js, publisher.StreamConfig{
+			Name:       st.Name,
+			Subjects:   st.Subjects,
+			Replicas:   s.StreamReplicas,
+			MaxAge:     s.StreamMaxAge,
+			Duplicates: s.DedupWindow,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("set up stream %s: %w", st.Name, err)
+		}
+	}
+	sc.pub, err = publisher.New(sc.js,
+		publisher.WithBufferBytes(int64(s.BufferBytes)),
+		publisher.WithLogger(log),
+		publisher.WithObserver(sc.metrics.publishObserver()),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+
+	pipe := newPipeline(sc.stop, sc.table, sc.pub, s.Payload == "frame", sc.metrics, log)
+	sc.conn, err = connector.New(connector.Options{
+		APIURL:           s.APIURL,
+		LoginURL:         s.LoginURL,
+		ClientID:         s.ClientID,
+		ClientSecret:     s.ClientSecret,
+		Topics:           s.Topics,
+		MaxChannels:      s.MaxChannels,
+		HeartbeatTimeout: s.HeartbeatTimeout,
+		TopicRefresh:     s.TopicRefresh,
+		Logger:           log,
+		Observer:         sc.metrics,
+	}, pipe)
+	if err != nil {
+		return nil, err
+	}
+	sc.metrics.watchConnector(sc.conn)
+
+	if s.HTTPAddr != "" {
+		if err := sc.serveHTTP(s.HTTPAddr); err != nil {
+			return nil, err
+		}
+	}
+	return sc, nil
+}
+
+// shutdown flushes what was read, within the shutdown timeout, and closes
+// everything. The connector has stopped reading by now.
+func (sc *sidecar) shutdown() {
+	timer := time.AfterFunc(sc.settings.ShutdownTimeout, sc.cancelStop)
+	defer timer.Stop()
+	if sc.pub != nil {
+		unflushed, err := sc.pub.Close(sc.stop)
+		if unflushed > 0 || err != nil {
+			sc.log.Error("shutdown could not flush every event", "unflushed", unflushed, "timeout", sc.settings.ShutdownTimeout, "err", err)
+		} else {
+			sc.log.Info("flushed every event")
+		}
+	}
+	if sc.nc != nil {
+		sc.nc.Close()
+	}
+	if sc.embedded != nil {
+		sc.embedded.Shutdown()
+	}
+	if sc.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = sc.http.Shutdown(ctx)
+		cancel()
+	}
+	sc.cancelStop()
+}
+
+func (sc *sidecar) serveHTTP(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("GCNATS_HTTP_ADDR: listen on %s: %w", addr, err)
+	}
+	sc.httpAddr = l.Addr()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", sc.healthz)
+	mux.HandleFunc("GET /readyz", sc.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(sc.metrics.reg, promhttp.HandlerOpts{}))
+	sc.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := sc.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			sc.log.Error("http server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// healthz is live while the process can make progress: the publisher's
+// loop is running. A NATS or Genesys outage is not a reason to restart.
+func (sc *sidecar) healthz(w http.ResponseWriter, _ *http.Request) {
+	if sc.stop.Err() != nil {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// readyz is ready only when every planned channel is connected and
+// subscribed and JetStream answers.
+func (sc *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
+	ready, why := sc.conn.Status().Ready()
+	if !ready {
+		http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := sc.js.AccountInfo(ctx); err != nil {
+		http.Error(w, "not ready: jetstream: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready: "+why+", jetstream answers")
+}

@@ -1,0 +1,261 @@
+package simulator
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Errors the fault methods return.
+var (
+	ErrNoChannel = errors.New("simulator: no such live channel")
+	ErrNoSocket  = errors.New("simulator: channel has no connected socket")
+	ErrNoToken   = errors.New("simulator: no such live token")
+)
+
+// Fault answers matching HTTP requests with an error instead of serving
+// them. Faults are checked before authentication, in the order added; each
+// request consumes at most one.
+type Fault struct {
+	// Method matches the request method; empty matches any.
+	Method string
+	// Path is a URL path prefix, e.g. "/api/v2/notifications/channels" or
+	// "/channels/" (WebSocket dials); empty matches every path.
+	Path string
+	// Status is the HTTP status to answer: 401, 403, 404, 429, 5xx, …
+	Status int
+	// Times is how many matching requests fail; 0 means once, negative
+	// means until ClearFaults.
+	Times int
+	// RetryAfter is the Retry-After of a 429 (default and minimum 1s).
+	RetryAfter time.Duration
+	// Permission is the permission a 403 names (default
+	// "routing:queue:view").
+	Permission string
+	// Code and Message override the Genesys error body's fields.
+	Code    string
+	Message string
+}
+
+// AddFault arms a fault.
+func (s *Server) AddFault(f Fault) {
+	if f.Times == 0 {
+		f.Times = 1
+	}
+	s.mu.Lock()
+	s.faults = append(s.faults, &f)
+	s.mu.Unlock()
+}
+
+// FailNext makes the next times requests whose method is method (empty: any)
+// and whose path starts with pathPrefix fail with status.
+func (s *Server) FailNext(method, pathPrefix string, status, times int) {
+	s.AddFault(Fault{Method: method, Path: pathPrefix, Status: status, Times: times})
+}
+
+// ClearFaults disarms every fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	s.faults = nil
+	s.mu.Unlock()
+}
+
+func (s *Server) takeFaultLocked(method, path string) *Fault {
+	for i, f := range s.faults {
+		if f.Method != "" && !strings.EqualFold(f.Method, method) {
+			continue
+		}
+		if !strings.HasPrefix(path, f.Path) {
+			continue
+		}
+		if f.Times > 0 {
+			f.Times--
+			if f.Times == 0 {
+				s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
+			}
+		}
+		s.stats.FaultsServed++
+		c := *f
+		return &c
+	}
+	return nil
+}
+
+// RefuseDials makes WebSocket dials fail with HTTP 503 for d (d <= 0 stops
+// refusing). Connected sockets are not affected.
+func (s *Server) RefuseDials(d time.Duration) {
+	s.mu.Lock()
+	s.refuse = time.Now().Add(d)
+	s.mu.Unlock()
+}
+
+// SetRefuseDials refuses WebSocket dials until called with false.
+func (s *Server) SetRefuseDials(on bool) {
+	if on {
+		s.RefuseDials(100 * 365 * 24 * time.Hour)
+		return
+	}
+	s.RefuseDials(0)
+}
+
+// liveSocketLocked finds a channel's connected socket.
+func (s *Server) liveSocketLocked(channelID string) (*socket, error) {
+	ch := s.channels[channelID]
+	if ch == nil {
+		return nil, ErrNoChannel
+	}
+	if ch.socket == nil {
+		return nil, ErrNoSocket
+	}
+	return ch.socket, nil
+}
+
+// CloseSocket drops a channel's socket abruptly: the connection ends (TCP
+// FIN after the frames already written) with no WebSocket close frame, as
+// when a proxy or the network drops it. The channel and its subscriptions
+// live on; a client may reconnect to the same connectUri.
+func (s *Server) CloseSocket(channelID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sk, err := s.liveSocketLocked(channelID)
+	if err != nil {
+		return err
+	}
+	s.stats.SocketsDropped++
+	s.shutdownLocked(sk)
+	return nil
+}
+
+// StallSocket freezes a channel's socket: it stays open and is read, but
+// nothing more is written to it (no heartbeats, pongs, answers or events;
+// events meanwhile do not count it in Delivered) until the client closes it
+// or another socket replaces it.
+func (s *Server) StallSocket(channelID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sk, err := s.liveSocketLocked(channelID)
+	if err != nil {
+		return err
+	}
+	sk.stalled = true
+	s.changedLocked()
+	return nil
+}
+
+// SendClosingWarning writes the v2.system.socket_closing frame to a
+// channel's socket and closes that socket (close frame 1001) after
+// closeAfter, as Genesys does about a minute before maintenance. The channel
+// lives on.
+func (s *Server) SendClosingWarning(channelID string, closeAfter time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sk, err := s.liveSocketLocked(channelID)
+	if err != nil {
+		return err
+	}
+	if sk.writable() {
+		s.writeLocked(sk, closingFrame)
+	}
+	s.stats.ClosingWarnings++
+	s.goLocked(func() {
+		t := time.NewTimer(closeAfter)
+		defer t.Stop()
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if sk.dead {
+			return
+		}
+		if sk.writable() {
+			s.writeCloseLocked(sk, websocket.CloseGoingAway, "socket closing")
+		}
+		s.shutdownLocked(sk)
+	})
+	return nil
+}
+
+// ExpireChannel ends a channel now, as its lifetime would: its socket gets
+// {"result":"404",…} and is closed, HEAD answers 404, and subscription calls
+// answer 404.
+func (s *Server) ExpireChannel(channelID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.channels[channelID]
+	if ch == nil {
+		return ErrNoChannel
+	}
+	s.stats.ChannelsExpired++
+	s.killChannelLocked(ch, "channel expired")
+	return nil
+}
+
+// EvictChannel ends a channel as the 21st-channel eviction does.
+func (s *Server) EvictChannel(channelID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.channels[channelID]
+	if ch == nil {
+		return ErrNoChannel
+	}
+	s.stats.ChannelsEvicted++
+	s.killChannelLocked(ch, "channel evicted: the OAuth client reached its channel limit")
+	return nil
+}
+
+// ExpireToken ends an access token now: REST calls with it answer 401, and
+// every channel it created dies as by ExpireChannel.
+func (s *Server) ExpireToken(token string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tokens[token] == nil {
+		return ErrNoToken
+	}
+	s.expireTokenLocked(token)
+	return nil
+}
+
+// ExpireTokens ends every access token (and so every channel).
+func (s *Server) ExpireTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for v := range s.tokens {
+		s.expireTokenLocked(v)
+	}
+}
+
+func (s *Server) expireTokenLocked(v string) {
+	delete(s.tokens, v)
+	s.stats.TokensExpired++
+	for _, ch := range s.channels {
+		if ch.token == v {
+			s.stats.ChannelsExpired++
+			s.killChannelLocked(ch, "channel closed: the access token that created it expired")
+		}
+	}
+	s.changedLocked()
+}
+
+// Tokens lists the live access tokens, oldest first.
+func (s *Server) Tokens() []TokenInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]TokenInfo, 0, len(s.tokens))
+	for _, tk := range s.tokens {
+		out = append(out, TokenInfo{Token: tk.value, Issued: tk.issued, Expires: tk.expires})
+	}
+	sortTokens(out)
+	return out
+}
+
+// TokenInfo describes a live access token.
+type TokenInfo struct {
+	Token   string
+	Issued  time.Time
+	Expires time.Time
+}
