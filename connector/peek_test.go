@@ -10,21 +10,21 @@ import (
 )
 
 const (
-	heartbeat = `{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}`
-	pong      = `{"topicName":"channel.metadata","eventBody":{"message":"pong"}}`
-	closing   = `{"topicName":"v2.system.socket_closing","eventBody":{"message":"Socket closing"}}`
-	gone      = `{"result":"404","message":"channel not found: it does not exist or has expired"}`
-	subAnswer = `{"correlationId":"abc","topics":["v2.users.1.presence"],"result":"200","status":"subscribed"}`
-	subFailed = `{"result":"400","status":"error","message":"too many topics"}`
-	queueEv   = `{"topicName":"v2.routing.queues.8f0c.conversations","version":"2","eventBody":{"id":"c1","participants":[]},"metadata":{"CorrelationId":"5a3b"}}`
+	peekHeartbeat  = `{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}`
+	peekPong       = `{"topicName":"channel.metadata","eventBody":{"message":"pong"}}`
+	peekClosing    = `{"topicName":"v2.system.socket_closing","eventBody":{"message":"Socket closing"}}`
+	peekGone       = `{"result":"404","message":"channel not found: it does not exist or has expired"}`
+	peekSubAnswer  = `{"correlationId":"abc","topics":["v2.users.1.presence"],"result":"200","status":"subscribed"}`
+	peekSubFailed  = `{"result":"400","status":"error","message":"too many topics"}`
+	peekQueueEvent = `{"topicName":"v2.routing.queues.8f0c.conversations","version":"2","eventBody":{"id":"c1","participants":[]},"metadata":{"CorrelationId":"5a3b"}}`
 )
 
-// want is a Frame's expected fields; "<nil>" marks an absent field.
-type want struct {
+// frameWant is a Frame's expected fields; "<nil>" marks an absent field.
+type frameWant struct {
 	topic, body, version, corr, result, msg string
 }
 
-func str(b []byte) string {
+func fieldText(b []byte) string {
 	if b == nil {
 		return "<nil>"
 	}
@@ -35,49 +35,49 @@ func TestPeek(t *testing.T) {
 	const n = "<nil>"
 	for _, tc := range []struct {
 		name, in string
-		want     want
+		want     frameWant
 	}{
-		{"event", queueEv, want{"v2.routing.queues.8f0c.conversations", `{"id":"c1","participants":[]}`, "2", "5a3b", n, n}},
+		{"event", peekQueueEvent, frameWant{"v2.routing.queues.8f0c.conversations", `{"id":"c1","participants":[]}`, "2", "5a3b", n, n}},
 		{"topic last", `{"eventBody":{"a":1},"metadata":{"CorrelationId":"x"},"version":"2","topicName":"t.1"}`,
-			want{"t.1", `{"a":1}`, "2", "x", n, n}},
+			frameWant{"t.1", `{"a":1}`, "2", "x", n, n}},
 		{"whitespace", " \r\n\t{ \"topicName\" :\t\"t\" ,\n\"eventBody\"\r\n: [ 1 , 2 ] , \"version\" : 2 }\n ",
-			want{"t", `[ 1 , 2 ]`, "2", n, n, n}},
+			frameWant{"t", `[ 1 , 2 ]`, "2", n, n, n}},
 		{"escaped topic", `{"topicName":"v2.users.\u0061b\"c.presence","eventBody":{}}`,
-			want{`v2.users.ab"c.presence`, `{}`, n, n, n, n}},
+			frameWant{`v2.users.ab"c.presence`, `{}`, n, n, n, n}},
 		{"escaped keys", `{"topic\u004eame":"t","event\u0042ody":null,"metad\u0061ta":{"Correlation\u0049d":"c\u00e9"}}`,
-			want{"t", "null", n, "cé", n, n}},
+			frameWant{"t", "null", n, "cé", n, n}},
 		{"nested decoys", `{"eventBody":{"topicName":"decoy","metadata":{"CorrelationId":"d"},"x":[{"topicName":"d2"}]},
 			"metadata":{"topicName":"decoy3","CorrelationId":"real"},"topicName":"real.topic"}`,
-			want{"real.topic", `{"topicName":"decoy","metadata":{"CorrelationId":"d"},"x":[{"topicName":"d2"}]}`, n, "real", n, n}},
-		{"decoy only", `{"eventBody":{"topicName":"decoy"}}`, want{n, `{"topicName":"decoy"}`, n, n, n, n}},
+			frameWant{"real.topic", `{"topicName":"decoy","metadata":{"CorrelationId":"d"},"x":[{"topicName":"d2"}]}`, n, "real", n, n}},
+		{"decoy only", `{"eventBody":{"topicName":"decoy"}}`, frameWant{n, `{"topicName":"decoy"}`, n, n, n, n}},
 		{"duplicate topic", `{"topicName":"first","topicName":"second","eventBody":1,"eventBody":2}`,
-			want{"second", "2", n, n, n, n}},
-		{"duplicate rescues a bad first", `{"topicName":7,"topicName":"ok"}`, want{"ok", n, n, n, n, n}},
+			frameWant{"second", "2", n, n, n, n}},
+		{"duplicate rescues a bad first", `{"topicName":7,"topicName":"ok"}`, frameWant{"ok", n, n, n, n, n}},
 		{"case matters", `{"TopicName":"no","topicname":"no","EventBody":{},"Metadata":{"CorrelationId":"no"},"metadata":{"correlationId":"no"}}`,
-			want{n, n, n, n, n, n}},
-		{"heartbeat", heartbeat, want{"channel.metadata", `{"message":"WebSocket Heartbeat"}`, n, n, n, "WebSocket Heartbeat"}},
-		{"pong", pong, want{"channel.metadata", `{"message":"pong"}`, n, n, n, "pong"}},
-		{"closing", closing, want{"v2.system.socket_closing", `{"message":"Socket closing"}`, n, n, n, "Socket closing"}},
-		{"channel gone", gone, want{n, n, n, n, "404", n}},
-		{"subscribe answer", subAnswer, want{n, n, n, n, "200", n}},
-		{"subscribe failed", subFailed, want{n, n, n, n, "400", n}},
-		{"numeric result", `{"result":404}`, want{n, n, n, n, "404", n}},
-		{"empty topic", `{"topicName":""}`, want{"", n, n, n, n, n}},
-		{"version null", `{"topicName":"t","version":null}`, want{"t", n, "null", n, n, n}},
-		{"body string", `{"topicName":"t","eventBody":"hi\n"}`, want{"t", `"hi\n"`, n, n, n, n}},
-		{"correlation not a string", `{"topicName":"t","metadata":{"CorrelationId":12}}`, want{"t", n, n, n, n, n}},
-		{"metadata not an object", `{"topicName":"t","metadata":"CorrelationId"}`, want{"t", n, n, n, n, n}},
-		{"message not a string", `{"topicName":"t","eventBody":{"message":{"text":"x"}}}`, want{"t", `{"message":{"text":"x"}}`, n, n, n, n}},
-		{"invalid utf-8 topic", "{\"topicName\":\"a\xffb\"}", want{"a\uFFFDb", n, n, n, n, n}},
-		{"lone surrogate", `{"topicName":"a\ud800b"}`, want{"a\uFFFDb", n, n, n, n, n}},
-		{"empty object", `{}`, want{n, n, n, n, n, n}},
+			frameWant{n, n, n, n, n, n}},
+		{"heartbeat", peekHeartbeat, frameWant{"channel.metadata", `{"message":"WebSocket Heartbeat"}`, n, n, n, "WebSocket Heartbeat"}},
+		{"pong", peekPong, frameWant{"channel.metadata", `{"message":"pong"}`, n, n, n, "pong"}},
+		{"closing", peekClosing, frameWant{"v2.system.socket_closing", `{"message":"Socket closing"}`, n, n, n, "Socket closing"}},
+		{"channel gone", peekGone, frameWant{n, n, n, n, "404", n}},
+		{"subscribe answer", peekSubAnswer, frameWant{n, n, n, n, "200", n}},
+		{"subscribe failed", peekSubFailed, frameWant{n, n, n, n, "400", n}},
+		{"numeric result", `{"result":404}`, frameWant{n, n, n, n, "404", n}},
+		{"empty topic", `{"topicName":""}`, frameWant{"", n, n, n, n, n}},
+		{"version null", `{"topicName":"t","version":null}`, frameWant{"t", n, "null", n, n, n}},
+		{"body string", `{"topicName":"t","eventBody":"hi\n"}`, frameWant{"t", `"hi\n"`, n, n, n, n}},
+		{"correlation not a string", `{"topicName":"t","metadata":{"CorrelationId":12}}`, frameWant{"t", n, n, n, n, n}},
+		{"metadata not an object", `{"topicName":"t","metadata":"CorrelationId"}`, frameWant{"t", n, n, n, n, n}},
+		{"message not a string", `{"topicName":"t","eventBody":{"message":{"text":"x"}}}`, frameWant{"t", `{"message":{"text":"x"}}`, n, n, n, n}},
+		{"invalid utf-8 topic", "{\"topicName\":\"a\xffb\"}", frameWant{"a\uFFFDb", n, n, n, n, n}},
+		{"lone surrogate", `{"topicName":"a\ud800b"}`, frameWant{"a\uFFFDb", n, n, n, n, n}},
+		{"empty object", `{}`, frameWant{n, n, n, n, n, n}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var f Frame
 			if err := Peek([]byte(tc.in), &f); err != nil {
 				t.Fatalf("Peek: %v", err)
 			}
-			got := want{str(f.Topic), str(f.Body), str(f.Version), str(f.CorrelationID), str(f.Result), str(BodyMessage(&f))}
+			got := frameWant{fieldText(f.Topic), fieldText(f.Body), fieldText(f.Version), fieldText(f.CorrelationID), fieldText(f.Result), fieldText(BodyMessage(&f))}
 			if got != tc.want {
 				t.Fatalf("Peek(%s)\n got %+v\nwant %+v", tc.in, got, tc.want)
 			}
@@ -122,15 +122,15 @@ func TestPeekErrors(t *testing.T) {
 	}
 }
 
-func TestLookup(t *testing.T) {
+func TestPeekLookup(t *testing.T) {
 	var f Frame
-	if err := Peek([]byte(gone), &f); err != nil {
+	if err := Peek([]byte(peekGone), &f); err != nil {
 		t.Fatal(err)
 	}
-	if got := str(Lookup(&f, "message")); got != "channel not found: it does not exist or has expired" {
+	if got := fieldText(Lookup(&f, "message")); got != "channel not found: it does not exist or has expired" {
 		t.Errorf("Lookup(message) = %s", got)
 	}
-	if err := Peek([]byte(subAnswer), &f); err != nil {
+	if err := Peek([]byte(peekSubAnswer), &f); err != nil {
 		t.Fatal(err)
 	}
 	for keys, want := range map[string]string{"correlationId": "abc", "status": "subscribed",
@@ -139,17 +139,17 @@ func TestLookup(t *testing.T) {
 		if keys != "" {
 			k = []string{keys}
 		}
-		if got := str(Lookup(&f, k...)); got != want {
+		if got := fieldText(Lookup(&f, k...)); got != want {
 			t.Errorf("Lookup(%q) = %s, want %s", keys, got, want)
 		}
 	}
 	if err := Peek([]byte(`{"topicName":"t","eventBody":{"message":"p\u006fng"}}`), &f); err != nil {
 		t.Fatal(err)
 	}
-	if got := str(Lookup(&f, "eventBody", "message")); got != "pong" {
+	if got := fieldText(Lookup(&f, "eventBody", "message")); got != "pong" {
 		t.Errorf("Lookup(eventBody.message) = %s", got)
 	}
-	if got := str(BodyMessage(&f)); got != "pong" {
+	if got := fieldText(BodyMessage(&f)); got != "pong" {
 		t.Errorf("BodyMessage = %s", got)
 	}
 }
@@ -158,7 +158,7 @@ func TestLookup(t *testing.T) {
 // buffer is reused without allocating.
 func TestPeekReuse(t *testing.T) {
 	escaped := []byte(`{"topicName":"v2.users.\u0031.presence","version":"\u0032","eventBody":{"message":"\u0070ong"},"metadata":{"CorrelationId":"\u0063"}}`)
-	plain := []byte(heartbeat)
+	plain := []byte(peekHeartbeat)
 	var f Frame
 	for range 3 {
 		if err := Peek(escaped, &f); err != nil {
@@ -170,13 +170,13 @@ func TestPeekReuse(t *testing.T) {
 		if err := Peek(plain, &f); err != nil {
 			t.Fatal(err)
 		}
-		if f.Version != nil || f.CorrelationID != nil || string(f.Topic) != "channel.metadata" || !within(plain, f.Topic) {
+		if f.Version != nil || f.CorrelationID != nil || string(f.Topic) != "channel.metadata" || !inRaw(plain, f.Topic) {
 			t.Fatalf("plain frame after escaped: %+v", f)
 		}
 	}
-	frames := [][]byte{escaped, plain, []byte(gone), []byte(queueEv)}
-	for _, size := range benchSizes {
-		frames = append(frames, conversationFrame(size.bytes, false), conversationFrame(size.bytes, true))
+	frames := [][]byte{escaped, plain, []byte(peekGone), []byte(peekQueueEvent)}
+	for _, size := range peekBenchSizes {
+		frames = append(frames, peekConversationFrame(size.bytes, false), peekConversationFrame(size.bytes, true))
 	}
 	allocs := testing.AllocsPerRun(50, func() {
 		for _, fr := range frames {
@@ -192,8 +192,8 @@ func TestPeekReuse(t *testing.T) {
 	}
 }
 
-// within reports whether sub lies inside raw's memory: the zero-copy claim.
-func within(raw, sub []byte) bool {
+// inRaw reports whether sub lies inside raw's memory: the zero-copy claim.
+func inRaw(raw, sub []byte) bool {
 	if len(sub) == 0 {
 		return true
 	}
@@ -206,7 +206,7 @@ func within(raw, sub []byte) bool {
 // not an object, or the (last) topicName is not a string; otherwise every
 // field equals what encoding/json decodes.
 func FuzzPeek(f *testing.F) {
-	for _, s := range []string{heartbeat, pong, closing, gone, subAnswer, subFailed, queueEv,
+	for _, s := range []string{peekHeartbeat, peekPong, peekClosing, peekGone, peekSubAnswer, peekSubFailed, peekQueueEvent,
 		``, `null`, `{}`, `[]`, `{"topicName":1}`, `{"topicName":"a","topicName":"b"}`,
 		`{"topicName":"\ud83d\ude00","version":2,"metadata":{"CorrelationId":"\u00e9","CorrelationId":null}}`,
 		`{"topic\u004eame":"x\/y","eventBody":{"topicName":"decoy"},"result":"2\u0030\u0030"}`,
@@ -217,7 +217,7 @@ func FuzzPeek(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	f.Add(conversationFrame(600, true))
+	f.Add(peekConversationFrame(600, true))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var fr Frame
 		err := Peek(data, &fr)
@@ -259,7 +259,7 @@ func FuzzPeek(f *testing.F) {
 		check("Result", fr.Result, v, ok)
 
 		body, ok := m["eventBody"]
-		if ok != (fr.Body != nil) || !bytes.Equal(fr.Body, body) || !within(data, fr.Body) {
+		if ok != (fr.Body != nil) || !bytes.Equal(fr.Body, body) || !inRaw(data, fr.Body) {
 			t.Fatalf("Peek(%q).Body = %q, want %q", data, fr.Body, body)
 		}
 
@@ -289,17 +289,17 @@ func FuzzPeek(f *testing.F) {
 	})
 }
 
-// benchSizes are the frame sizes benchmarked (and checked allocation-free).
-var benchSizes = []struct {
+// peekBenchSizes are the frame sizes benchmarked (and checked allocation-free).
+var peekBenchSizes = []struct {
 	name  string
 	bytes int
 }{{"0.5KB", 500}, {"4KB", 4 << 10}, {"32KB", 32 << 10}}
 
-// conversationFrame builds a v2.routing.queues.{id}.conversations event of
+// peekConversationFrame builds a v2.routing.queues.{id}.conversations event of
 // about size bytes, shaped like the SDK's
 // Queueconversationeventtopicconversation: participants with calls,
 // routing data, wrap-up, attributes, escaped names and notes.
-func conversationFrame(size int, topicLast bool) []byte {
+func peekConversationFrame(size int, topicLast bool) []byte {
 	const queue = "8f0c1d2e-3a4b-4c5d-8e6f-7a8b9c0d1e2f"
 	var p strings.Builder
 	participant := func(i int) {
@@ -354,10 +354,10 @@ func conversationFrame(size int, topicLast bool) []byte {
 	return build(n, d)
 }
 
-func TestConversationFrame(t *testing.T) {
-	for _, s := range benchSizes {
+func TestPeekBenchFrames(t *testing.T) {
+	for _, s := range peekBenchSizes {
 		for _, last := range []bool{false, true} {
-			fr := conversationFrame(s.bytes, last)
+			fr := peekConversationFrame(s.bytes, last)
 			var f Frame
 			if err := Peek(fr, &f); err != nil || !json.Valid(fr) {
 				t.Fatalf("%s: %v", s.name, err)
@@ -370,10 +370,10 @@ func TestConversationFrame(t *testing.T) {
 }
 
 func BenchmarkPeek(b *testing.B) {
-	for _, s := range benchSizes {
+	for _, s := range peekBenchSizes {
 		for _, last := range []bool{false, true} {
-			fr := conversationFrame(s.bytes, last)
-			b.Run(benchName(s.name, last, len(fr)), func(b *testing.B) {
+			fr := peekConversationFrame(s.bytes, last)
+			b.Run(peekBenchName(s.name, last, len(fr)), func(b *testing.B) {
 				var f Frame
 				b.SetBytes(int64(len(fr)))
 				b.ReportAllocs()
@@ -396,10 +396,10 @@ func BenchmarkPeekEncodingJSON(b *testing.B) {
 		EventBody json.RawMessage
 		Metadata  struct{ CorrelationId string }
 	}
-	for _, s := range benchSizes {
+	for _, s := range peekBenchSizes {
 		for _, last := range []bool{false, true} {
-			fr := conversationFrame(s.bytes, last)
-			b.Run(benchName(s.name, last, len(fr)), func(b *testing.B) {
+			fr := peekConversationFrame(s.bytes, last)
+			b.Run(peekBenchName(s.name, last, len(fr)), func(b *testing.B) {
 				b.SetBytes(int64(len(fr)))
 				b.ReportAllocs()
 				for b.Loop() {
@@ -413,7 +413,7 @@ func BenchmarkPeekEncodingJSON(b *testing.B) {
 	}
 }
 
-func benchName(size string, topicLast bool, n int) string {
+func peekBenchName(size string, topicLast bool, n int) string {
 	order := "topic_first"
 	if topicLast {
 		order = "topic_last"

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,10 +181,10 @@ func WithObserver(obs Observer) Option {
 // Publisher publishes records to JetStream asynchronously and retries each
 // until it is acked. It is safe for concurrent use.
 type Publisher struct {
-	js   jetstream.JetStream // our own context: its acks, handlers and limits are ours alone
-	nc   *nats.Conn
-	o    options
-	log  *slog.Logger
+	js  jetstream.JetStream // our own context: its acks, handlers and limits are ours alone
+	nc  *nats.Conn
+	o   options
+	log *slog.Logger
 	// pubOpts turns off nats.go's own no-responders retry. That retry can
 	// report a second outcome for one publish when it races an ack timeout,
 	// and records are matched to outcomes by their *nats.Msg, so exactly one
@@ -199,6 +200,8 @@ type Publisher struct {
 	space    chan struct{} // closed when bytes are released; made by the first waiter
 	closed   bool
 	flushes  []*flushWaiter
+	// notStored counts records failed for good that no Flush has reported.
+	notStored int
 
 	resMu   sync.Mutex
 	results []result // outcomes from nats.go, in arrival order
@@ -216,8 +219,10 @@ type Publisher struct {
 	spare     []result
 	noStream  map[string]bool
 	failLog   logLimiter
+	retryLog  logLimiter
 
-	// Finished records are kept for reuse, up to retain bytes of buffers. Not
+	// Finished records are kept for reuse, up to retain (= the buffer limit)
+	// bytes of buffers, so memory stays near the peak buffered. Not
 	// a sync.Pool: that is emptied at every GC, and a busy sidecar (or an
 	// embedded server in the same process) collects often enough that most
 	// records would allocate their buffer afresh.
@@ -243,7 +248,6 @@ type result struct {
 type flushWaiter struct {
 	target    uint64 // records up to this sequence
 	remaining int
-	notStored int
 	done      chan struct{}
 }
 
@@ -266,6 +270,9 @@ const maxPooledBuf = 256 << 10
 // prefix. It uses an async-publish context of its own, so its limits and
 // handlers do not touch other users of js.
 func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
+	if js == nil {
+		return nil, errors.New("new publisher: nil JetStream")
+	}
 	o := options{
 		bufferBytes: 64 << 20,
 		maxInFlight: 4096,
@@ -292,6 +299,7 @@ func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 		done:     make(chan struct{}),
 	}
 	p.failLog.every = time.Second
+	p.retryLog.every = 5 * time.Second
 	p.retain = o.bufferBytes
 
 	base := js.Options()
@@ -348,7 +356,6 @@ func (p *Publisher) Publish(ctx context.Context, r *Record) error {
 	}
 	rc := p.get()
 	rc.fill(r)
-	rc.accepted = time.Now()
 
 	p.mu.Lock()
 	for {
@@ -375,6 +382,7 @@ func (p *Publisher) Publish(ctx context.Context, r *Record) error {
 	}
 	p.nextSeq++
 	rc.seq = p.nextSeq
+	rc.accepted = time.Now()
 	p.queue.push(rc)
 	p.buffered++
 	p.bufBytes += rc.size
@@ -389,12 +397,14 @@ func (p *Publisher) Publish(ctx context.Context, r *Record) error {
 }
 
 // Flush returns when every record accepted before the call is acked or has
-// failed for good (then the error wraps ErrNotStored), or when ctx ends.
+// failed for good, or when ctx ends. Records that failed for good since the
+// previous Flush returned make it return an error wrapping ErrNotStored.
 func (p *Publisher) Flush(ctx context.Context) error {
 	p.mu.Lock()
 	if p.buffered == 0 {
+		err := p.reportNotStored()
 		p.mu.Unlock()
-		return nil
+		return err
 	}
 	w := &flushWaiter{target: p.nextSeq, remaining: p.buffered, done: make(chan struct{})}
 	p.flushes = append(p.flushes, w)
@@ -402,24 +412,29 @@ func (p *Publisher) Flush(ctx context.Context) error {
 
 	select {
 	case <-w.done:
-		if w.notStored > 0 {
-			return fmt.Errorf("flush: %d %w", w.notStored, ErrNotStored)
-		}
-		return nil
 	case <-ctx.Done():
 		p.mu.Lock()
-		p.flushes = slices.DeleteFunc(p.flushes, func(x *flushWaiter) bool { return x == w })
-		p.mu.Unlock()
+		defer p.mu.Unlock()
 		select {
 		case <-w.done: // finished as ctx ended: report the flush, not ctx
-			if w.notStored > 0 {
-				return fmt.Errorf("flush: %d %w", w.notStored, ErrNotStored)
-			}
-			return nil
+			return p.reportNotStored()
 		default:
+			p.flushes = slices.DeleteFunc(p.flushes, func(x *flushWaiter) bool { return x == w })
 			return fmt.Errorf("flush: %w", ctx.Err())
 		}
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.reportNotStored()
+}
+
+// reportNotStored is called with mu held.
+func (p *Publisher) reportNotStored() error {
+	if n := p.notStored; n > 0 {
+		p.notStored = 0
+		return fmt.Errorf("flush: %d %w", n, ErrNotStored)
+	}
+	return nil
 }
 
 // Close stops accepting (blocked and later Publish calls return ErrClosed),
@@ -532,7 +547,9 @@ func (rc *rec) fill(r *Record) {
 		len(time.RFC3339Nano) + 6 + len(r.Data) // a zone offset can be 5 bytes longer than "Z"
 	b := rc.buf[:0]
 	if cap(b) < n {
-		b = make([]byte, 0, n)
+		// Some slack, so the next record of about this size (ids and
+		// times vary by a few bytes) can reuse the buffer.
+		b = make([]byte, 0, n+n/16+64)
 	}
 
 	b = append(b, r.Subject...)
@@ -654,6 +671,7 @@ func (p *Publisher) run() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	connected := p.connected
 	for {
 		p.processResults()
 		var timerC <-chan time.Time
@@ -664,7 +682,10 @@ func (p *Publisher) run() {
 		p.release()
 		select {
 		case <-p.wake:
-		case <-p.connected:
+		case _, ok := <-connected:
+			if !ok {
+				connected = nil // never spin on a closed listener
+			}
 		case <-timerC:
 		case <-p.quit:
 			return
@@ -787,14 +808,17 @@ func (p *Publisher) fail(rc *rec, err error) {
 	reason, permanent := classify(err)
 	if reason == ReasonNoResponders && p.uncovered(rc.msg.Subject) {
 		reason, permanent = ReasonNoStream, true
-		err = fmt.Errorf("no stream covers subject %s", rc.msg.Subject)
+		err = fmt.Errorf("no stream covers subject %s", rc.msg.Subject) // formatted: a copy
 	}
 	if permanent {
 		p.failed.Add(1)
 		p.obsFailed(reason)
 		if n, ok := p.failLog.allow(time.Now()); ok {
+			// Clones: the strings point into a buffer that will be reused,
+			// and a handler may keep them.
 			p.log.Error("event not stored: no retry can store it", "reason", reason, "err", err,
-				"subject", rc.msg.Subject, "topic", rc.vals[1], "id", rc.vals[0], "suppressed", n)
+				"subject", strings.Clone(rc.msg.Subject), "topic", strings.Clone(rc.vals[1]),
+				"id", strings.Clone(rc.vals[0]), "suppressed", n)
 		}
 		rc.failed = true
 		p.finished = append(p.finished, rc)
@@ -813,8 +837,10 @@ func (p *Publisher) fail(rc *rec, err error) {
 		return
 	}
 	p.holdUntil = now.Add(p.backoff)
-	p.log.Warn("publish failed; retrying", "reason", reason, "err", err, "backoff", p.backoff,
-		"inflight", len(p.inflight), "retrying", len(p.retry)-p.retryHead)
+	if n, ok := p.retryLog.allow(now); ok {
+		p.log.Warn("publish failed; retrying", "reason", reason, "err", err, "backoff", p.backoff,
+			"inflight", len(p.inflight), "retrying", len(p.retry)-p.retryHead, "suppressed", n)
+	}
 	p.backoff = min(2*p.backoff, p.o.backoffMax)
 }
 
@@ -829,7 +855,7 @@ func (p *Publisher) uncovered(subj string) bool {
 	_, err := p.js.StreamNameBySubject(ctx, subj)
 	cancel()
 	v := errors.Is(err, jetstream.ErrStreamNotFound)
-	p.noStream[string([]byte(subj))] = v // a copy: subj points into a pooled buffer
+	p.noStream[strings.Clone(subj)] = v // subj points into a reused buffer
 	return v
 }
 
@@ -866,12 +892,12 @@ func (p *Publisher) release() {
 	for _, rc := range p.finished {
 		p.buffered--
 		p.bufBytes -= rc.size
+		if rc.failed {
+			p.notStored++
+		}
 		for _, w := range p.flushes {
 			if rc.seq <= w.target {
 				w.remaining--
-				if rc.failed {
-					w.notStored++
-				}
 			}
 		}
 	}

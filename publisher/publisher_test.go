@@ -418,3 +418,107 @@ func TestNoGoroutinesLeftAfterClose(t *testing.T) {
 		return countGoroutines() <= before
 	})
 }
+
+// A message the stream refuses (4xx: larger than its MaxMsgSize) is given up
+// and counted; the others go on.
+func TestPublishRejectedByStreamIsPermanent(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "SMALL", Subjects: []string{"small.>"}, MaxMsgSize: 256, Storage: jetstream.MemoryStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var rejected atomic.Int64
+	p := newPublisher(t, e.js, WithObserver(Observer{Failed: func(reason string) {
+		if reason == ReasonRejected {
+			rejected.Add(1)
+		}
+	}}))
+	big := testRecord(1, nil)
+	big.Subject, big.Data = []byte("small.x"), bytes.Repeat([]byte("x"), 1000)
+	ok := testRecord(2, nil)
+	for _, r := range []*Record{big, ok} {
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); !errors.Is(err, ErrNotStored) {
+		t.Fatalf("Flush = %v, want ErrNotStored", err)
+	}
+	if st := p.Stats(); st.Failed != 1 || st.Acked != 1 || rejected.Load() != 1 {
+		t.Fatalf("stats %+v, rejected %d", st, rejected.Load())
+	}
+}
+
+// A server-side refusal that can pass (5xx: a DiscardNew stream is full) is
+// retried, slowing the caller, until the event fits.
+func TestPublishServerErrorIsRetried(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	full, err := e.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "FULL", Subjects: []string{"full.>"}, MaxMsgs: 1, Discard: jetstream.DiscardNew,
+		Storage: jetstream.MemoryStorage,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serverRetries atomic.Int64
+	p := newPublisher(t, e.js, WithObserver(Observer{Retried: func(reason string) {
+		if reason == ReasonServer {
+			serverRetries.Add(1)
+		}
+	}}))
+	first, second := testRecord(1, nil), testRecord(2, nil)
+	first.Subject, second.Subject = []byte("full.a"), []byte("full.b")
+	for _, r := range []*Record{first, second} {
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the second record to be retried", func() bool { return serverRetries.Load() >= 2 })
+	if st := p.Stats(); st.Acked != 1 || st.Buffered != 1 || st.Failed != 0 {
+		t.Fatalf("stats while full: %+v", st)
+	}
+	if err := full.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := readAll(t, e.js, "FULL")
+	if len(msgs) != 1 || msgs[0].header.Get(HeaderMsgID) != string(second.ID) {
+		t.Fatalf("stream after purge holds %d messages", len(msgs))
+	}
+}
+
+// Once running, accepting a record allocates nothing: records and their
+// buffers are recycled.
+func TestPublishDoesNotAllocate(t *testing.T) {
+	e := newEnv(t)
+	p := newPublisher(t, e.js)
+	r := testRecord(1, nil)
+	r.CorrelationID = []byte("5a3b9c1d-2e3f-4a5b-8c7d-6e5f4a3b2c1d")
+	ctx := context.Background()
+	for range 2000 {
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// With the server down nothing is sent, so only Publish itself runs.
+	e.stop(t)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("Publish allocates %.2f times per record", allocs)
+	}
+	e.restart(t) // lets the cleanup's Close flush at once
+}

@@ -47,14 +47,13 @@ func (g *generator) tick() time.Time {
 
 // evctx is what a builder knows about the event it builds.
 type evctx struct {
-	n       uint64 // generation number, for variety
-	rnd     *rand.Rand
-	now     time.Time
-	topic   string
-	pattern *topicPattern
-	ids     []string // the topic's {id} values
-	kinds   []string // the literal before each {id}: "queues", "users", …
-	org     *org
+	n     uint64 // generation number, for variety
+	rnd   *rand.Rand
+	now   time.Time
+	topic string
+	ids   []string // the topic's {id} values
+	kinds []string // the literal before each {id}: "queues", "users", …
+	org   *org
 }
 
 func (e *evctx) uuid() string { return randUUID(e.rnd) }
@@ -183,7 +182,7 @@ func (g *generator) body(topic string) ([]byte, error) {
 		// body that is still unique.
 		return json.Marshal(map[string]string{"id": e.uuid(), "timestamp": e.now.Format(time.RFC3339Nano)})
 	}
-	e.pattern, e.ids = p, ids
+	e.ids = ids
 	e.kinds = idKinds(p.Pattern)
 
 	b := g.build(e, p)

@@ -13,6 +13,32 @@
 // Everything (OAuth, REST, sockets) is served from one http.Server. The SDK
 // derives its login host by replacing "//api." in BasePath; a loopback URL has
 // none, so /oauth/token lives beside /api/v2.
+//
+// # The record
+//
+// Every event gets a Seq, in the order it was written, and a record (Events,
+// EventByCorrelationID) with its exact body and frame bytes and Delivered, the
+// number of sockets it was written to. One event is generated once and the
+// same bytes go to every connected socket subscribed to its topic. Writes and
+// state changes happen under one lock, and the server never discards written
+// frames when it ends a socket (it half-closes and drains), so Delivered > 0
+// means a client reading that socket receives the frame.
+//
+// # Where Genesys leaves room
+//
+//   - A dial of an unknown or dead channel is upgraded, then answered with
+//     {"result":"404","message":…} and a close frame (1000), as a channel that
+//     dies under a live socket is.
+//   - A second socket to a channel replaces the first, which gets a close frame
+//     (1000) and is closed.
+//   - CloseSocket ends the TCP stream with no close frame (the client reads
+//     close 1006); SendClosingWarning closes with 1001 after its delay.
+//   - Exceeding the topic limit is a 400 even with ignoreErrors=true, which
+//     skips only invalid topics.
+//   - Through the SDK, a 429 or 5xx arrives as a nil *APIResponse and an error
+//     "… giving up after 1 attempt(s)": its retrying HTTP client, with
+//     RetryMax 0, swallows the response. Raw HTTP sees the Genesys body and
+//     Retry-After.
 package simulator
 
 import (
@@ -60,9 +86,11 @@ type Options struct {
 	// EventInterval makes every subscribed topic produce one event per
 	// interval. Zero generates events only through Emit and EmitN.
 	EventInterval time.Duration
-	// BodyPadding pads event bodies to at least this many bytes (e.g. 512,
-	// 4096, 32768 for benchmarks), inside a field of the SDK model so the
-	// body still decodes. Zero leaves bodies at their natural size.
+	// BodyPadding pads event bodies to this many bytes (e.g. 512, 4096,
+	// 32768 for benchmarks) inside a string field of the SDK model, so the
+	// body still decodes; a body already larger is left as is. Zero leaves
+	// bodies at their natural size. Natural sizes: queue conversations
+	// ~2-3 KB, calls ~2 KB, queue members ~230 B, presence ~180 B.
 	BodyPadding int
 
 	// MaxTopicsPerChannel (default 1000) and MaxChannels per OAuth client

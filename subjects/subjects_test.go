@@ -524,3 +524,52 @@ func BenchmarkRoute(b *testing.B) {
 		})
 	}
 }
+
+// docExample is the routes file of the package documentation; it must stay
+// valid.
+const docExample = `routes:
+  # Queue conversations, split by media type, on their own stream.
+  - topic: v2.routing.queues.*.conversations.>   # '*' one token, '>' one or more (last only)
+    subject: "queues.{1}.{2}"                     # {N}: what the N-th wildcard matched
+    stream: QUEUES
+  # Only agents going off queue, under the default stream.
+  - topic: v2.users.*.routingStatus
+    subject: "{prefix}.routing.{1}"
+    filter:                                       # all must hold
+      - field: routingStatus.status               # dotted path into eventBody
+        equals: OFF_QUEUE
+  - topic: v2.users.*.presence
+    filter:
+      - field: presenceDefinition.systemPresence
+        one_of: [Available, Busy]
+      - field: presenceMessage
+        exists: false
+  # Never publish these.
+  - topic: v2.users.*.conversations.>
+    drop: true
+`
+
+func TestDocExample(t *testing.T) {
+	tab, err := Parse("doc.yaml", []byte(docExample), DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Stream{{"GENESYS", []string{"genesys.>"}}, {"QUEUES", []string{"queues.*.>"}}}
+	if got := tab.Streams("GENESYS"); !reflect.DeepEqual(got, want) {
+		t.Errorf("Streams = %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		topic, body, subject string
+		pass                 bool
+	}{
+		{"v2.routing.queues.q1.conversations.calls", "{}", "queues.q1.calls", true},
+		{"v2.users.u1.routingStatus", `{"routingStatus":{"status":"OFF_QUEUE"}}`, "genesys.routing.u1", true},
+		{"v2.users.u1.presence", `{"presenceDefinition":{"systemPresence":"Busy"}}`, "genesys.v2.users.u1.presence", true},
+		{"v2.users.u1.presence", `{"presenceDefinition":{"systemPresence":"Busy"},"presenceMessage":"lunch"}`, "genesys.v2.users.u1.presence", false},
+		{"v2.users.u1.conversations.calls", "{}", "", false},
+	} {
+		if got, pass := tab.Route(nil, []byte(tc.topic), []byte(tc.body)); string(got) != tc.subject || pass != tc.pass {
+			t.Errorf("Route(%s) = %q, %v; want %q, %v", tc.topic, got, pass, tc.subject, tc.pass)
+		}
+	}
+}

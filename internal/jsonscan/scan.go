@@ -31,6 +31,7 @@ const MaxDepth = 10000
 // Kind is the type of a JSON value.
 type Kind uint8
 
+// The kinds of JSON values; Invalid is no value.
 const (
 	Invalid Kind = iota
 	Null

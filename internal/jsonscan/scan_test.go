@@ -316,3 +316,29 @@ func BenchmarkValidate(b *testing.B) {
 		}
 	}
 }
+
+func TestContents(t *testing.T) {
+	for _, tc := range []struct {
+		tok   string
+		plain bool
+	}{
+		{`""`, true},
+		{`"v2.routing.queues.8f0c1d2e-3a4b-4c5d-8e6f-7a8b9c0d1e2f.conversations"`, true},
+		{`"0123456789abcdefé"`, true},
+		{"\"0123456789abcdef\xff\"", false},
+		{`"0123456789abcde\n"`, false},
+		{`"0123456789abcdef\/"`, false},
+		{"\"01234567\x01abcdef\"", false},
+		{`"01234567日本語abcdef"`, true},
+		{"\"01234567\xed\xa0\x80abcdef\"", false},
+		{`x`, false},
+	} {
+		raw, plain := Contents([]byte(tc.tok))
+		if plain != tc.plain {
+			t.Errorf("Contents(%q) plain = %v, want %v", tc.tok, plain, tc.plain)
+		}
+		if len(tc.tok) >= 2 && tc.tok[0] == '"' && string(raw) != tc.tok[1:len(tc.tok)-1] {
+			t.Errorf("Contents(%q) = %q", tc.tok, raw)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package jsonscan
 
 import (
+	"encoding/binary"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -14,7 +15,15 @@ func Contents(tok []byte) (raw []byte, plain bool) {
 		return nil, false
 	}
 	c := tok[1 : len(tok)-1 : len(tok)-1]
-	for i := 0; i < len(c); i++ {
+	i := 0
+	for ; i+8 <= len(c); i += 8 {
+		// Eight plain ASCII bytes at a time: no quote, backslash, control
+		// character or high bit.
+		if w := binary.LittleEndian.Uint64(c[i:]); stringStops(w)|w&msb != 0 {
+			break
+		}
+	}
+	for ; i < len(c); i++ {
 		b := c[i]
 		if b == '\\' || b == '"' || b < 0x20 {
 			return c, false
