@@ -33,10 +33,17 @@ type harness struct {
 	js   jetstream.JetStream
 	logs *syncBuffer
 
-	environ map[string]string
-	sc      *sidecar
-	cancel  context.CancelFunc
-	done    chan error
+	environ   map[string]string
+	natsStore string
+	*replica  // the first sidecar
+}
+
+// replica is one running sidecar.
+type replica struct {
+	t      *testing.T
+	sc     *sidecar
+	cancel context.CancelFunc
+	done   chan error
 }
 
 // testTimeout bounds every wait of a test: long enough for a loaded 2-core
@@ -48,7 +55,8 @@ func newHarness(t *testing.T, simOpts simulator.Options, environ map[string]stri
 	h := &harness{t: t, logs: &syncBuffer{}}
 	h.sim = simulator.Start(t, simOpts)
 	var err error
-	h.nats, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
+	h.natsStore = t.TempDir()
+	h.nats, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: h.natsStore})
 	if err != nil {
 		t.Fatalf("start JetStream: %v", err)
 	}
@@ -86,8 +94,25 @@ func writeFile(t *testing.T, name, content string) string {
 }
 
 // start runs the sidecar and returns once the simulator shows every topic
-// subscribed on a connected channel.
+// subscribed on a connected channel and the sidecar says it is ready.
 func (h *harness) start(topics int) {
+	h.t.Helper()
+	h.replica = h.launch()
+	h.waitSim("every topic subscribed on a connected channel", func(s simulator.Snapshot) bool {
+		return s.Topics(true) == topics
+	})
+	h.replica.waitReady(h)
+}
+
+// startReplica runs a second sidecar with the same settings.
+func (h *harness) startReplica() *replica {
+	h.t.Helper()
+	r := h.launch()
+	r.waitReady(h)
+	return r
+}
+
+func (h *harness) launch() *replica {
 	h.t.Helper()
 	s, err := loadSettings(h.environ)
 	if err != nil {
@@ -95,34 +120,30 @@ func (h *harness) start(topics int) {
 	}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	h.done = make(chan error, 1)
+	r := &replica{t: h.t, cancel: cancel, done: make(chan error, 1)}
 	started := make(chan *sidecar, 1)
 	go func() {
-		h.done <- runSidecar(ctx, s, log, func(sc *sidecar) { started <- sc })
+		r.done <- runSidecar(ctx, s, log, func(sc *sidecar) { started <- sc })
 	}()
 	select {
-	case h.sc = <-started:
-	case err := <-h.done:
+	case r.sc = <-started:
+	case err := <-r.done:
 		h.t.Fatalf("sidecar did not start: %v\n%s", err, h.logs)
 	case <-time.After(testTimeout):
 		h.t.Fatalf("sidecar did not start in %s\n%s", testTimeout, h.logs)
 	}
-	h.t.Cleanup(func() { h.stop() })
-	h.waitSim("every topic subscribed on a connected channel", func(s simulator.Snapshot) bool {
-		return s.Topics(true) == topics
-	})
-	h.waitReady()
+	h.t.Cleanup(func() { r.stop() })
+	return r
 }
 
 // waitReady waits until the sidecar itself says every channel is up: a
 // socket has answered a ping, so events emitted now reach it.
-func (h *harness) waitReady() {
+func (r *replica) waitReady(h *harness) {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	if err := h.sc.conn.Wait(ctx, func(s connector.Status) bool { ok, _ := s.Ready(); return ok }); err != nil {
-		_, why := h.sc.conn.Status().Ready()
+	if err := r.sc.conn.Wait(ctx, func(s connector.Status) bool { ok, _ := s.Ready(); return ok }); err != nil {
+		_, why := r.sc.conn.Status().Ready()
 		h.t.Fatalf("sidecar not ready: %s\n%s", why, h.logs)
 	}
 }
@@ -137,17 +158,17 @@ func (h *harness) waitSim(what string, cond func(simulator.Snapshot) bool) {
 }
 
 // stop shuts the sidecar down as SIGTERM does and returns its error.
-func (h *harness) stop() error {
-	if h.cancel == nil {
+func (r *replica) stop() error {
+	if r.cancel == nil {
 		return nil
 	}
-	h.cancel()
-	h.cancel = nil
+	r.cancel()
+	r.cancel = nil
 	select {
-	case err := <-h.done:
+	case err := <-r.done:
 		return err
 	case <-time.After(testTimeout):
-		h.t.Fatalf("sidecar did not stop in %s", testTimeout)
+		r.t.Fatalf("sidecar did not stop in %s", testTimeout)
 		return nil
 	}
 }

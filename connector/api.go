@@ -69,6 +69,7 @@ func IsStatus(err error, status int) bool {
 type api struct {
 	mu     sync.Mutex
 	cfg    *platformclientv2.Configuration
+	http   *httpClient
 	inUse  Token // the token of the call in progress, guarded by mu
 	tokens *TokenSource
 	log    *slog.Logger
@@ -89,8 +90,12 @@ func newSDKConfiguration(baseURL string) *platformclientv2.Configuration {
 }
 
 func newAPI(baseURL string, tokens *TokenSource, log *slog.Logger) *api {
+	cfg := newSDKConfiguration(baseURL)
+	hc := newHTTPClient()
+	hc.install(cfg)
 	return &api{
-		cfg:         newSDKConfiguration(baseURL),
+		cfg:         cfg,
+		http:        hc,
 		tokens:      tokens,
 		log:         log,
 		minBackoff:  200 * time.Millisecond,
@@ -143,7 +148,9 @@ func (a *api) once(ctx context.Context, op string, fn func(*platformclientv2.Con
 	defer a.mu.Unlock()
 	a.inUse = token
 	a.cfg.AccessToken = token.Value
+	a.http.ctx = ctx
 	resp, err := fn(a.cfg)
+	a.http.ctx = context.Background()
 	return asAPIError(op, resp, err)
 }
 

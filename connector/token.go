@@ -34,6 +34,7 @@ func (t Token) LogValue() slog.Value {
 type TokenSource struct {
 	mu     sync.Mutex
 	cfg    *platformclientv2.Configuration
+	http   *httpClient
 	id     string
 	secret string
 	log    *slog.Logger
@@ -50,8 +51,12 @@ func NewTokenSource(loginURL, clientID, clientSecret string, log *slog.Logger) *
 	}
 	// AuthorizeClientCredentials posts to BasePath with "//api." replaced by
 	// "//login.", so a login URL as the base path is used as it is.
+	cfg := newSDKConfiguration(loginURL)
+	hc := newHTTPClient()
+	hc.install(cfg)
 	return &TokenSource{
-		cfg:    newSDKConfiguration(loginURL),
+		cfg:    cfg,
+		http:   hc,
 		id:     clientID,
 		secret: clientSecret,
 		log:    log,
@@ -77,7 +82,7 @@ func (ts *TokenSource) Token(ctx context.Context) (Token, error) {
 	if err := ctx.Err(); err != nil {
 		return Token{}, err
 	}
-	tok, err := ts.fetch()
+	tok, err := ts.fetch(ctx)
 	if err != nil {
 		if ts.current.Value != "" && now.Before(ts.current.Expiry) && !IsStatus(err, http.StatusUnauthorized) {
 			ts.log.Warn("token refresh failed, keeping the current token", "expires_in", ts.current.Expiry.Sub(now).Round(time.Second), "err", err)
@@ -99,8 +104,10 @@ func (ts *TokenSource) Invalidate() {
 
 var authErrorRE = regexp.MustCompile(`^Auth Error: (\d{3}) - (.*?) \((.*)\)$`)
 
-func (ts *TokenSource) fetch() (Token, error) {
+func (ts *TokenSource) fetch(ctx context.Context) (Token, error) {
 	start := ts.now()
+	ts.http.ctx = ctx
+	defer func() { ts.http.ctx = context.Background() }()
 	if err := ts.cfg.AuthorizeClientCredentials(ts.id, ts.secret); err != nil {
 		// The SDK reports an OAuth refusal only as text; recover its status
 		// so callers can tell bad credentials from a network fault.

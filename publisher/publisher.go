@@ -180,6 +180,14 @@ func WithObserver(obs Observer) Option {
 
 // Publisher publishes records to JetStream asynchronously and retries each
 // until it is acked. It is safe for concurrent use.
+//
+// Records are sent in the order Publish accepted them, from one goroutine, at
+// most WithMaxInFlight awaiting acks. After a failure, sending pauses (backoff)
+// and resumes with the failed records, oldest first, before newer ones; while
+// the connection is down it waits for the reconnect rather than filling
+// nats.go's reconnect buffer. So the stream holds records in acceptance order
+// except around a failure, where a retried record can land after newer ones
+// that had been stored already.
 type Publisher struct {
 	js  jetstream.JetStream // our own context: its acks, handlers and limits are ours alone
 	nc  *nats.Conn
@@ -218,6 +226,7 @@ type Publisher struct {
 	batch     []*rec
 	spare     []result
 	noStream  map[string]bool
+	closing   bool // Close is draining the last outcomes: ask the server nothing
 	failLog   logLimiter
 	retryLog  logLimiter
 
@@ -457,6 +466,11 @@ func (p *Publisher) Close(ctx context.Context) (unflushed int, err error) {
 
 	close(p.quit)
 	<-p.done
+	// Acks that came in as ctx ended still count: the run goroutine is gone,
+	// so this goroutine owns its state now.
+	p.closing = true
+	p.processResults()
+	p.release()
 	// Ends nats.go's reply subscription and its status goroutine; any
 	// outcome it still reports lands in results nobody reads.
 	p.js.CleanupPublisher()
@@ -771,8 +785,9 @@ func (p *Publisher) next(n int) []*rec {
 	p.batch = p.batch[:0]
 	if p.retryHead < len(p.retry) {
 		if p.retrySort {
-			p.retry = append(p.retry[:0], p.retry[p.retryHead:]...)
-			p.retryHead = 0
+			n := copy(p.retry, p.retry[p.retryHead:])
+			clear(p.retry[n:])
+			p.retry, p.retryHead = p.retry[:n], 0
 			slices.SortFunc(p.retry, func(a, b *rec) int { return cmp.Compare(a.seq, b.seq) })
 			p.retrySort = false
 		}
@@ -848,6 +863,9 @@ func (p *Publisher) fail(rc *rec, err error) {
 // also happens while a server restarts or a stream elects a leader, and those
 // are worth waiting for. Answers are kept for one round of results.
 func (p *Publisher) uncovered(subj string) bool {
+	if p.closing {
+		return false
+	}
 	if v, ok := p.noStream[subj]; ok {
 		return v
 	}

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gcnats/gcnats/publisher"
+	"github.com/gcnats/gcnats/simulator"
+)
+
+// faultTopics are six topics over three families on a 2-queue, 2-user org.
+var faultTopics = []string{
+	"v2.routing.queues.*.conversations",
+	"v2.users.*.presence",
+	"v2.detail.events.conversation.5d0f6a2e-8c1b-4e7a-9f3d-2b6c8e1a4f70.wrapup",
+	"v2.detail.events.conversation.a7e3c9b1-2d4f-4a6e-8b0c-1f5e7d9a3c26.wrapup",
+}
+
+const faultTopicCount = 2 + 2 + 2
+
+// emitter makes the simulated org produce a round of events (one per
+// subscribed topic) every tick, until stopped, as Genesys does whether or
+// not a socket is there to receive them.
+type emitter struct {
+	sim  *simulator.Server
+	stop chan struct{}
+	done chan struct{}
+
+	mu     sync.Mutex
+	events []simulator.Event
+}
+
+func startEmitter(sim *simulator.Server, every time.Duration) *emitter {
+	e := &emitter{sim: sim, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(e.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-e.stop:
+				return
+			case <-t.C:
+			}
+			evs := sim.Emit()
+			e.mu.Lock()
+			e.events = append(e.events, evs...)
+			e.mu.Unlock()
+		}
+	}()
+	return e
+}
+
+// waitMore blocks until the org has generated n more events.
+func (e *emitter) waitMore(h *harness, n uint64) {
+	h.t.Helper()
+	from := h.sim.Snapshot().LastSeq
+	h.waitSim("more events", func(s simulator.Snapshot) bool { return s.LastSeq >= from+n })
+}
+
+func (e *emitter) finish() []simulator.Event {
+	close(e.stop)
+	<-e.done
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.events
+}
+
+// verify checks the stream against what the org sent. Planned changes may
+// lose nothing; unplanned ones may lose only events no socket of the
+// sidecar could have received (Delivered 0).
+func (h *harness) verify(events []simulator.Event, planned bool) accounting {
+	h.t.Helper()
+	mustStore := 0
+	for _, ev := range events {
+		if ev.Delivered > 0 {
+			mustStore++
+		} else if planned {
+			h.t.Errorf("event %d (%s) was sent while no socket was connected: a planned change left a gap", ev.Seq, ev.Topic)
+		}
+	}
+	msgs := h.collect("GENESYS", mustStore)
+	if err := h.stop(); err != nil {
+		h.t.Fatalf("sidecar stopped with %v", err)
+	}
+	if n := h.streamMsgs("GENESYS"); n != uint64(mustStore) {
+		h.t.Errorf("stream holds %d messages, want %d", n, mustStore)
+	}
+	acc := account(events, msgs, func(ev simulator.Event) bool { return ev.Delivered == 0 })
+	if acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
+		h.t.Fatalf("%v; lost seqs %v\n%s", acc, acc.lost, h.logs)
+	}
+	notReceivable := len(events) - mustStore
+	h.t.Logf("%s: sent %d, stored %d, lost %d (sent while no socket was up: %d), duplicated %d",
+		h.t.Name(), len(events), len(msgs), acc.Lost, notReceivable, acc.Duplicated)
+	return acc
+}
+
+func (h *harness) onlyChannel() simulator.ChannelInfo {
+	h.t.Helper()
+	for _, c := range h.sim.Snapshot().Channels {
+		if c.Connected {
+			return c
+		}
+	}
+	h.t.Fatal("no connected channel")
+	return simulator.ChannelInfo{}
+}
+
+func faultHarness(t *testing.T, opts simulator.Options, environ map[string]string) *harness {
+	t.Helper()
+	opts.Queues, opts.Users = 2, 2
+	if opts.HeartbeatInterval == 0 {
+		opts.HeartbeatInterval = 50 * time.Millisecond
+	}
+	env := map[string]string{
+		"GCNATS_TOPICS":            strings.Join(faultTopics, ","),
+		"GCNATS_HEARTBEAT_TIMEOUT": "400ms",
+	}
+	for k, v := range environ {
+		env[k] = v
+	}
+	return newHarness(t, opts, env)
+}
+
+func TestClosingWarningLosesNothing(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, nil)
+	h.start(faultTopicCount)
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	em.waitMore(h, 30)
+	ch := h.onlyChannel()
+	if err := h.sim.SendClosingWarning(ch.ID, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSim("a second socket on the same channel", func(s simulator.Snapshot) bool {
+		c, ok := s.Channel(ch.ID)
+		return ok && c.Connects >= 2 && c.Connected
+	})
+	em.waitMore(h, 60)
+	h.verify(em.finish(), true)
+}
+
+func TestChannelExpiryLosesNothing(t *testing.T) {
+	h := faultHarness(t, simulator.Options{ChannelLifetime: 2 * time.Second}, nil)
+	h.start(faultTopicCount)
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	first := h.onlyChannel()
+	h.waitSim("the first channel replaced and expired", func(s simulator.Snapshot) bool {
+		_, alive := s.Channel(first.ID)
+		return !alive && s.Topics(true) == faultTopicCount
+	})
+	em.waitMore(h, 60)
+	h.verify(em.finish(), true)
+}
+
+func TestTokenRolloverLosesNothing(t *testing.T) {
+	h := faultHarness(t, simulator.Options{TokenLifetime: 2 * time.Second}, nil)
+	h.start(faultTopicCount)
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	first := h.onlyChannel()
+	h.waitSim("the first token's channel replaced and gone", func(s simulator.Snapshot) bool {
+		_, alive := s.Channel(first.ID)
+		return !alive && s.Topics(true) == faultTopicCount
+	})
+	em.waitMore(h, 60)
+	h.verify(em.finish(), true)
+}
+
+func TestAbruptCloseReconnects(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, nil)
+	h.start(faultTopicCount)
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	em.waitMore(h, 30)
+	ch := h.onlyChannel()
+	if err := h.sim.CloseSocket(ch.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSim("a reconnect to the same channel", func(s simulator.Snapshot) bool {
+		c, ok := s.Channel(ch.ID)
+		return ok && c.Connects >= 2 && c.Connected
+	})
+	em.waitMore(h, 60)
+	h.verify(em.finish(), false)
+	if got := counterValue(h.sc.metrics.reconnects.WithLabelValues("closed")); got < 1 {
+		t.Errorf("reconnects{reason=closed} = %v, want ≥ 1", got)
+	}
+}
+
+func TestStallIsDetected(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, nil)
+	h.start(faultTopicCount)
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	em.waitMore(h, 30)
+	ch := h.onlyChannel()
+	if err := h.sim.StallSocket(ch.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSim("a fresh socket after the stall", func(s simulator.Snapshot) bool {
+		c, ok := s.Channel(ch.ID)
+		return ok && c.Connects >= 2 && c.Connected && !c.Stalled
+	})
+	em.waitMore(h, 60)
+	h.verify(em.finish(), false)
+	if got := counterValue(h.sc.metrics.reconnects.WithLabelValues("stall")); got < 1 {
+		t.Errorf("reconnects{reason=stall} = %v, want ≥ 1", got)
+	}
+}
+
+// deadChannel runs a fault that kills the channel: the sidecar must make a
+// new one with the same subscriptions.
+func deadChannel(t *testing.T, kill func(*simulator.Server, string) error) {
+	h := faultHarness(t, simulator.Options{}, nil)
+	h.start(faultTopicCount)
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	em.waitMore(h, 30)
+	ch := h.onlyChannel()
+	if err := kill(h.sim, ch.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSim("a new channel with the same topics", func(s simulator.Snapshot) bool {
+		_, alive := s.Channel(ch.ID)
+		return !alive && s.Topics(true) == faultTopicCount
+	})
+	em.waitMore(h, 60)
+	h.verify(em.finish(), false)
+	if got := counterValue(h.sc.metrics.reconnects.WithLabelValues("gone")); got < 1 {
+		t.Errorf("reconnects{reason=gone} = %v, want ≥ 1", got)
+	}
+}
+
+func TestExpiredChannel404(t *testing.T) {
+	deadChannel(t, (*simulator.Server).ExpireChannel)
+}
+
+func TestEvictedChannel(t *testing.T) {
+	deadChannel(t, (*simulator.Server).EvictChannel)
+}
+
+// restartNATS stops the test's JetStream server and starts it again on the
+// same address and store after down.
+func (h *harness) restartNATS(down time.Duration, storeDir string) {
+	h.t.Helper()
+	addr := strings.TrimPrefix(h.nats.ClientURL(), "nats://")
+	h.nats.Shutdown()
+	if down > 0 {
+		// The outage's length is the scenario itself, not a wait for a
+		// condition.
+		time.Sleep(down)
+	}
+	var err error
+	h.nats, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: addr, StoreDir: storeDir})
+	if err != nil {
+		h.t.Fatalf("restart JetStream: %v", err)
+	}
+	h.t.Cleanup(h.nats.Shutdown)
+}
+
+func natsOutage(t *testing.T, down time.Duration) {
+	h := faultHarness(t, simulator.Options{}, map[string]string{"GCNATS_BUFFER_BYTES": "1MiB"})
+	h.start(faultTopicCount)
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	em.waitMore(h, 30)
+	h.restartNATS(down, h.natsStore)
+	em.waitMore(h, 60)
+	h.verify(em.finish(), true)
+}
+
+func TestNATSRestartLosesNothing(t *testing.T) {
+	natsOutage(t, 0)
+}
+
+func TestNATSOutageLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 10-second outage")
+	}
+	natsOutage(t, 10*time.Second)
+}
+
+func TestFifteenHundredTopicsTwoChannels(t *testing.T) {
+	h := newHarness(t, simulator.Options{Queues: 500, Users: -1, HeartbeatInterval: time.Second}, map[string]string{
+		"GCNATS_TOPICS": "v2.routing.queues.*.conversations,v2.routing.queues.*.conversations.calls,v2.routing.queues.*.users",
+	})
+	h.start(1500)
+	snap := h.sim.Snapshot()
+	if len(snap.Channels) != 2 {
+		t.Fatalf("%d channels for 1,500 topics, want 2", len(snap.Channels))
+	}
+	for _, c := range snap.Channels {
+		if len(c.Topics) > 1000 {
+			t.Fatalf("a channel holds %d topics, over Genesys' 1,000", len(c.Topics))
+		}
+	}
+	events := h.sim.Emit()
+	if len(events) != 1500 {
+		t.Fatalf("emitted %d events, want 1500", len(events))
+	}
+	h.verify(events, true)
+}
+
+func TestTwoReplicasStoreEachEventOnce(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, nil)
+	h.start(faultTopicCount)
+	second := h.startReplica()
+	h.waitSim("both replicas' channels connected", func(s simulator.Snapshot) bool {
+		connected := 0
+		for _, c := range s.Channels {
+			if c.Connected && len(c.Topics) == faultTopicCount {
+				connected++
+			}
+		}
+		return connected == 2
+	})
+	events := h.sim.EmitN(40 * faultTopicCount)
+	for _, ev := range events {
+		if ev.Delivered != 2 {
+			t.Fatalf("event %d delivered to %d sockets, want both replicas'", ev.Seq, ev.Delivered)
+		}
+	}
+	msgs := h.collect("GENESYS", len(events))
+	if err := second.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.streamMsgs("GENESYS"); n != uint64(len(events)) {
+		t.Fatalf("stream holds %d messages for %d events", n, len(events))
+	}
+	acc := account(events, msgs, nil)
+	if acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
+		t.Fatalf("%v", acc)
+	}
+	dups := counterValue(h.sc.metrics.duplicates) + counterValue(second.sc.metrics.duplicates)
+	t.Logf("two replicas: sent %d, stored %d, lost 0, duplicated 0 (JetStream collapsed %v)", len(events), len(msgs), dups)
+}
