@@ -106,7 +106,7 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		dial = "127.0.0.1" // listening on every interface: loopback is one of them
 	}
 	e.url = "nats://" + net.JoinHostPort(dial, strconv.Itoa(addr.Port))
-	log.Info("embedded nats started", "addr", e.addr, "store_dir", opts.StoreDir)
+	log.Debug("embedded nats started", "addr", e.addr, "store_dir", opts.StoreDir)
 	return e, nil
 }
 
@@ -139,7 +139,9 @@ func (l *serverLog) logf(level slog.Level, format string, v []any) {
 	}
 }
 
-func (l *serverLog) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v) }
+// Notices (the start-up banner, listening addresses) are debug detail for
+// a sidecar; warnings and errors stay visible.
+func (l *serverLog) Noticef(format string, v ...any) { l.logf(slog.LevelDebug, format, v) }
 func (l *serverLog) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v) }
 func (l *serverLog) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v) }
 func (l *serverLog) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v) }

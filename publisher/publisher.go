@@ -580,6 +580,13 @@ func (rc *rec) fill(r *Record) {
 	version := len(b)
 	b = append(b, r.CorrelationID...)
 	corr := len(b)
+	// A header value cannot hold CR or LF: a frame's escaped \r or \n,
+	// decoded by the peek, would end the header block early.
+	for i := id; i < corr; i++ {
+		if b[i] == '\r' || b[i] == '\n' {
+			b[i] = ' '
+		}
+	}
 	at := r.ReceivedAt
 	if at.IsZero() {
 		at = time.Now()

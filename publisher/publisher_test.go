@@ -196,6 +196,32 @@ func TestPublishMissingIDUsesMsgID(t *testing.T) {
 
 // The same event from two sockets of one sidecar, and from a second replica:
 // stored once, the rest counted as duplicates.
+// TestPublishKeepsHeadersWellFormed checks that CR and LF, which a frame
+// can carry as escapes in its topic, version or correlation id, cannot end
+// the header block early.
+func TestPublishKeepsHeadersWellFormed(t *testing.T) {
+	e := newEnv(t)
+	p := newPublisher(t, e.js)
+	r := &Record{Subject: []byte("t.x"), Topic: []byte("v2.a\r\nX-Injected: 1"), Version: []byte("2\n"), CorrelationID: []byte("c\r1"), Data: []byte(`{}`)}
+	if err := p.Publish(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	msgs := readAll(t, e.js, "TEST")
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages", len(msgs))
+	}
+	h := msgs[0].header
+	if got := h.Get(HeaderTopic); got != "v2.a  X-Injected: 1" || h.Get("X-Injected") != "" {
+		t.Fatalf("topic header %q, injected %q", got, h.Get("X-Injected"))
+	}
+	if h.Get(HeaderVersion) != "2" || h.Get(HeaderCorrelationID) != "c 1" {
+		t.Fatalf("version %q, correlation id %q", h.Get(HeaderVersion), h.Get(HeaderCorrelationID))
+	}
+}
+
 func TestPublishSameIDStoredOnce(t *testing.T) {
 	e := newEnv(t)
 	p1 := newPublisher(t, e.js)

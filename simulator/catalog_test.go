@@ -53,10 +53,10 @@ func TestEveryTopicModel(t *testing.T) {
 		for i := 0; strings.Contains(topic, "{id}"); i++ {
 			id := newUUID()
 			if i == 0 && strings.Contains(topic, ".queues.{id}") {
-				id = s.org.queues[0].ID
+				id = s.org.Load().queues[0].ID
 			}
 			if i == 0 && strings.HasPrefix(topic, "v2.users.{id}") {
-				id = s.org.users[0].ID
+				id = s.org.Load().users[0].ID
 			}
 			topic = strings.Replace(topic, "{id}", id, 1)
 		}

@@ -19,7 +19,7 @@ import (
 // carries a timestamp from a strictly increasing microsecond clock (or a
 // fresh id), because a sidecar deduplicates on hash(topic, eventBody).
 type generator struct {
-	org     *org
+	org     *atomic.Pointer[org]
 	seed    uint64
 	padding int
 	n       atomic.Uint64
@@ -28,7 +28,7 @@ type generator struct {
 	last time.Time
 }
 
-func newGenerator(o *org, seed uint64, padding int) *generator {
+func newGenerator(o *atomic.Pointer[org], seed uint64, padding int) *generator {
 	return &generator{org: o, seed: seed, padding: padding}
 }
 
@@ -53,7 +53,7 @@ type evctx struct {
 	topic string
 	ids   []string // the topic's {id} values
 	kinds []string // the literal before each {id}: "queues", "users", …
-	org   *org
+	org   *org     // one version for the whole event, however the org changes
 }
 
 func (e *evctx) uuid() string { return randUUID(e.rnd) }
@@ -82,6 +82,9 @@ func (e *evctx) queue() queue {
 		if i, ok := e.org.queueByID[id]; ok {
 			return e.org.queues[i]
 		}
+		if gone, ok := e.org.removed[id]; ok {
+			return queue{Entity: gone}
+		}
 		return queue{Entity: Entity{ID: id, Name: "Queue " + id[:min(8, len(id))]}}
 	}
 	if len(e.org.queues) == 0 {
@@ -96,6 +99,9 @@ func (e *evctx) user() user {
 		if i, ok := e.org.userByID[id]; ok {
 			return e.org.users[i]
 		}
+		if gone, ok := e.org.removed[id]; ok {
+			return user{Entity: gone}
+		}
 		return user{Entity: Entity{ID: id, Name: "User " + id[:min(8, len(id))]}}
 	}
 	return e.anyUser()
@@ -108,7 +114,8 @@ func (e *evctx) anyUser() user {
 	return e.org.users[e.rnd.IntN(len(e.org.users))]
 }
 
-// member is the i-th agent for a conversation on q.
+// member is the i-th agent for a conversation on q; any user when q has no
+// members (a removed queue, or one added by AddQueue).
 func (e *evctx) member(q queue, i int) user {
 	if len(q.members) == 0 {
 		return e.anyUser()
@@ -174,7 +181,7 @@ func (g *generator) body(topic string) ([]byte, error) {
 		rnd:   rand.New(rand.NewPCG(g.seed, n)),
 		now:   g.tick(),
 		topic: topic,
-		org:   g.org,
+		org:   g.org.Load(),
 	}
 	p, ids := topics.match(topic)
 	if p == nil {

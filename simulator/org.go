@@ -1,7 +1,9 @@
 package simulator
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -21,6 +23,7 @@ type Entity struct {
 
 type queue struct {
 	Entity
+	created time.Time
 	members []int // indexes into org.users
 }
 
@@ -30,8 +33,12 @@ type user struct {
 	queues []int // indexes into org.queues
 }
 
-// org is the generated, immutable directory: queues and users with stable
-// ids, each user a member of one or two queues.
+// org is one version of the directory: queues and users with stable ids,
+// each generated user a member of one or two queues. A version is never
+// modified once published (member and queue index slices included, which
+// versions share): AddQueue and the like build the next version and swap
+// it in, so the REST handlers and the event builders read a consistent
+// directory with one atomic load and no lock.
 type org struct {
 	seed      uint64
 	created   time.Time
@@ -40,6 +47,12 @@ type org struct {
 	users     []user
 	queueByID map[string]int
 	userByID  map[string]int
+	// added counts the entities added after generation; it numbers their
+	// ids and default names.
+	added uint64
+	// removed keeps removed queues and users by id, so that an event a
+	// test still emits for one names it as before.
+	removed map[string]Entity
 }
 
 func newOrg(seed uint64, nQueues, nUsers int) *org {
@@ -50,9 +63,13 @@ func newOrg(seed uint64, nQueues, nUsers int) *org {
 		division:  Entity{ID: randUUID(rnd), Name: "Home"},
 		queueByID: map[string]int{},
 		userByID:  map[string]int{},
+		removed:   map[string]Entity{},
 	}
 	for i := range nQueues {
-		q := queue{Entity: Entity{ID: randUUID(rnd), Name: queueName(i)}}
+		q := queue{
+			Entity:  Entity{ID: randUUID(rnd), Name: queueName(i)},
+			created: o.created.Add(time.Duration(i) * time.Hour),
+		}
 		o.queueByID[q.ID] = i
 		o.queues = append(o.queues, q)
 	}
@@ -75,6 +92,221 @@ func newOrg(seed uint64, nQueues, nUsers int) *org {
 		o.users = append(o.users, u)
 	}
 	return o
+}
+
+// addedStream is the PCG stream of added entities' ids ("added" and the
+// entity's number), apart from the generated org's and the events'.
+const addedStream = 0x6164_6465_6400_0000
+
+// clone starts the next version. The index slices inside queues and users
+// stay shared, so a change replaces them rather than writing into them.
+func (o *org) clone() *org {
+	c := *o
+	c.queues = slices.Clone(o.queues)
+	c.users = slices.Clone(o.users)
+	c.queueByID = maps.Clone(o.queueByID)
+	c.userByID = maps.Clone(o.userByID)
+	c.removed = maps.Clone(o.removed)
+	if c.removed == nil {
+		c.removed = map[string]Entity{}
+	}
+	return &c
+}
+
+// newID numbers the next added entity and returns its id, which is
+// deterministic for the seed and the number of entities added before it.
+func (o *org) newID() string {
+	for {
+		o.added++
+		id := randUUID(rand.New(rand.NewPCG(o.seed, addedStream+o.added)))
+		_, q := o.queueByID[id]
+		_, u := o.userByID[id]
+		_, r := o.removed[id]
+		if !q && !u && !r {
+			return id
+		}
+	}
+}
+
+func (o *org) withQueue(name string) (*org, Entity) {
+	c := o.clone()
+	id := c.newID()
+	if name == "" {
+		name = queueName(len(c.queues))
+	}
+	q := queue{Entity: Entity{ID: id, Name: name}, created: time.Now().UTC().Truncate(time.Millisecond)}
+	c.queueByID[id] = len(c.queues)
+	c.queues = append(c.queues, q)
+	return c, q.Entity
+}
+
+func (o *org) withUser(name string) (*org, Entity) {
+	c := o.clone()
+	id := c.newID()
+	if name == "" {
+		name = fmt.Sprintf("Added User %d", c.added)
+	}
+	local := strings.Join(strings.Fields(strings.ToLower(name)), ".")
+	u := user{
+		Entity: Entity{ID: id, Name: name},
+		email:  fmt.Sprintf("%s.a%d@example.com", local, c.added),
+	}
+	c.userByID[id] = len(c.users)
+	c.users = append(c.users, u)
+	return c, u.Entity
+}
+
+func (o *org) withoutQueue(id string) (*org, bool) {
+	qi, ok := o.queueByID[id]
+	if !ok {
+		return nil, false
+	}
+	c := o.clone()
+	c.removed[id] = c.queues[qi].Entity
+	c.queues = slices.Delete(c.queues, qi, qi+1)
+	for i := range c.users {
+		c.users[i].queues = dropIndex(c.users[i].queues, qi)
+	}
+	c.queueByID = indexByID(c.queues, func(q queue) string { return q.ID })
+	return c, true
+}
+
+func (o *org) withoutUser(id string) (*org, bool) {
+	ui, ok := o.userByID[id]
+	if !ok {
+		return nil, false
+	}
+	c := o.clone()
+	c.removed[id] = c.users[ui].Entity
+	c.users = slices.Delete(c.users, ui, ui+1)
+	for i := range c.queues {
+		c.queues[i].members = dropIndex(c.queues[i].members, ui)
+	}
+	c.userByID = indexByID(c.users, func(u user) string { return u.ID })
+	return c, true
+}
+
+// dropIndex removes gone from a list of indexes into a slice that lost
+// element gone, shifting the later ones down. It returns idx itself when
+// nothing changes, and a new slice otherwise: idx may be shared with other
+// versions.
+func dropIndex(idx []int, gone int) []int {
+	if !slices.ContainsFunc(idx, func(i int) bool { return i >= gone }) {
+		return idx
+	}
+	out := make([]int, 0, len(idx))
+	for _, i := range idx {
+		switch {
+		case i < gone:
+			out = append(out, i)
+		case i > gone:
+			out = append(out, i-1)
+		}
+	}
+	return out
+}
+
+func indexByID[T any](list []T, id func(T) string) map[string]int {
+	m := make(map[string]int, len(list))
+	for i, v := range list {
+		m[id(v)] = i
+	}
+	return m
+}
+
+// live drops the topics about a removed queue or user: Genesys generates
+// nothing for a deleted entity, though a channel keeps the subscription.
+// It may reuse list's array.
+func (o *org) live(list []string) []string {
+	if len(o.removed) == 0 {
+		return list
+	}
+	out := list[:0]
+	for _, t := range list {
+		_, ids := topics.match(t)
+		if !slices.ContainsFunc(ids, func(id string) bool { _, gone := o.removed[id]; return gone }) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// ErrNoEntity is returned by RemoveQueue and RemoveUser for an id that is
+// not a current queue or user.
+var ErrNoEntity = errors.New("simulator: no such queue or user")
+
+// changeOrg publishes the next org version. orgMu serializes changes so
+// none is lost; it is taken before s.mu, never while holding it.
+func (s *Server) changeOrg(next func(*org) *org) bool {
+	s.orgMu.Lock()
+	defer s.orgMu.Unlock()
+	o := next(s.org.Load())
+	if o == nil {
+		return false
+	}
+	s.org.Store(o)
+	s.mu.Lock()
+	s.changedLocked()
+	s.mu.Unlock()
+	return true
+}
+
+// AddQueue adds a queue with no members, listed last by GET
+// /api/v2/routing/queues from now on. Its id is fresh, and the same for the
+// same Seed and the same sequence of additions. An empty name gets a
+// generated one.
+func (s *Server) AddQueue(name string) Entity {
+	var e Entity
+	s.changeOrg(func(o *org) *org {
+		var c *org
+		c, e = o.withQueue(name)
+		return c
+	})
+	s.log.Debug("queue added", "queue", e.ID)
+	return e
+}
+
+// AddUser adds a user in no queue, listed last by GET /api/v2/users from
+// now on. Ids are as AddQueue's; an empty name gets a generated one.
+func (s *Server) AddUser(name string) Entity {
+	var e Entity
+	s.changeOrg(func(o *org) *org {
+		var c *org
+		c, e = o.withUser(name)
+		return c
+	})
+	s.log.Debug("user added", "user", e.ID)
+	return e
+}
+
+// RemoveQueue deletes a queue: it is no longer listed and its users are no
+// longer its members. Channels keep their subscriptions to its topics, as
+// Genesys' do, but the EventInterval generator no longer produces events
+// for them; Emit still does, naming the queue as before.
+func (s *Server) RemoveQueue(id string) error {
+	ok := s.changeOrg(func(o *org) *org {
+		c, _ := o.withoutQueue(id)
+		return c
+	})
+	if !ok {
+		return fmt.Errorf("remove queue %s: %w", id, ErrNoEntity)
+	}
+	s.log.Debug("queue removed", "queue", id)
+	return nil
+}
+
+// RemoveUser deletes a user, as RemoveQueue deletes a queue: no longer
+// listed, a member of no queue, and its topics silent unless emitted.
+func (s *Server) RemoveUser(id string) error {
+	ok := s.changeOrg(func(o *org) *org {
+		c, _ := o.withoutUser(id)
+		return c
+	})
+	if !ok {
+		return fmt.Errorf("remove user %s: %w", id, ErrNoEntity)
+	}
+	s.log.Debug("user removed", "user", id)
+	return nil
 }
 
 var queueTopics = []string{"Sales", "Support", "Billing", "Claims", "Renewals", "Onboarding", "Retention", "Technical", "Priority", "Escalations"}
@@ -102,8 +334,9 @@ func randUUID(rnd *rand.Rand) string {
 // Queues lists the org's queues, in the order GET /api/v2/routing/queues
 // pages them.
 func (s *Server) Queues() []Entity {
-	out := make([]Entity, len(s.org.queues))
-	for i, q := range s.org.queues {
+	o := s.org.Load()
+	out := make([]Entity, len(o.queues))
+	for i, q := range o.queues {
 		out[i] = q.Entity
 	}
 	return out
@@ -111,22 +344,25 @@ func (s *Server) Queues() []Entity {
 
 // Users lists the org's users, in the order GET /api/v2/users pages them.
 func (s *Server) Users() []Entity {
-	out := make([]Entity, len(s.org.users))
-	for i, u := range s.org.users {
+	o := s.org.Load()
+	out := make([]Entity, len(o.users))
+	for i, u := range o.users {
 		out[i] = u.Entity
 	}
 	return out
 }
 
-// QueueMembers lists the users of a queue.
+// QueueMembers lists the users of a queue (none for an unknown or removed
+// queue, or one added by AddQueue).
 func (s *Server) QueueMembers(queueID string) []Entity {
-	qi, ok := s.org.queueByID[queueID]
+	o := s.org.Load()
+	qi, ok := o.queueByID[queueID]
 	if !ok {
 		return nil
 	}
 	var out []Entity
-	for _, ui := range s.org.queues[qi].members {
-		out = append(out, s.org.users[ui].Entity)
+	for _, ui := range o.queues[qi].members {
+		out = append(out, o.users[ui].Entity)
 	}
 	return out
 }
@@ -245,8 +481,9 @@ func (s *Server) handleQueues(w http.ResponseWriter, r *http.Request) {
 	}
 	ids := multi(q, "id")
 	name := q.Get("name")
+	o := s.org.Load()
 	var picked []int
-	for i, qu := range s.org.queues {
+	for i, qu := range o.queues {
 		if len(ids) > 0 && !slices.Contains(ids, qu.ID) {
 			continue
 		}
@@ -260,9 +497,9 @@ func (s *Server) handleQueues(w http.ResponseWriter, r *http.Request) {
 	}
 	lp := pageOf(RouteQueues, q, p, len(picked))
 	entities := make([]platformclientv2.Queue, 0, lp.to-lp.from)
-	div := s.org.division
+	div := o.division
 	for _, i := range picked[lp.from:lp.to] {
-		qu := s.org.queues[i]
+		qu := o.queues[i]
 		members := len(qu.members)
 		joined := (members + 1) / 2
 		entities = append(entities, platformclientv2.Queue{
@@ -270,8 +507,8 @@ func (s *Server) handleQueues(w http.ResponseWriter, r *http.Request) {
 			Name:              ptr(qu.Name),
 			Division:          &platformclientv2.Division{Id: ptr(div.ID), Name: ptr(div.Name), SelfUri: ptr("/api/v2/authorization/divisions/" + div.ID)},
 			Description:       ptr("Simulated queue " + qu.Name),
-			DateCreated:       ptr(s.org.created.Add(time.Duration(i) * time.Hour)),
-			DateModified:      ptr(s.org.created.Add(time.Duration(i) * time.Hour)),
+			DateCreated:       ptr(qu.created),
+			DateModified:      ptr(qu.created),
 			MemberCount:       ptr(members),
 			UserMemberCount:   ptr(members),
 			JoinedMemberCount: ptr(joined),
@@ -302,9 +539,10 @@ func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {
 	}
 	ids := multi(q, "id")
 	state := strings.ToLower(q.Get("state"))
+	o := s.org.Load()
 	var picked []int
 	if state == "" || state == "active" || state == "any" {
-		for i, u := range s.org.users {
+		for i, u := range o.users {
 			if len(ids) > 0 && !slices.Contains(ids, u.ID) {
 				continue
 			}
@@ -316,9 +554,9 @@ func (s *Server) handleUsers(w http.ResponseWriter, r *http.Request) {
 	}
 	lp := pageOf(RouteUsers, q, p, len(picked))
 	entities := make([]platformclientv2.User, 0, lp.to-lp.from)
-	div := s.org.division
+	div := o.division
 	for _, i := range picked[lp.from:lp.to] {
-		u := s.org.users[i]
+		u := o.users[i]
 		entities = append(entities, platformclientv2.User{
 			Id:       ptr(u.ID),
 			Name:     ptr(u.Name),

@@ -50,6 +50,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -164,7 +165,8 @@ var ErrClosed = errors.New("simulator closed")
 type Server struct {
 	opts     Options
 	log      *slog.Logger
-	org      *org
+	org      atomic.Pointer[org] // the current version; see org
+	orgMu    sync.Mutex          // serializes org changes; taken before mu
 	gen      *generator
 	upgrader websocket.Upgrader
 	httpSrv  *http.Server
@@ -202,7 +204,6 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		opts:     opts,
 		log:      opts.Logger,
-		org:      newOrg(opts.Seed, opts.Queues, opts.Users),
 		kick:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		changed:  make(chan struct{}),
@@ -213,7 +214,8 @@ func New(opts Options) (*Server, error) {
 		rec:      record{limit: opts.RecordLimit, byCorr: map[string]uint64{}},
 	}
 	s.stats.Requests = map[RequestKey]int{}
-	s.gen = newGenerator(s.org, opts.Seed, opts.BodyPadding)
+	s.org.Store(newOrg(opts.Seed, opts.Queues, opts.Users))
+	s.gen = newGenerator(&s.org, opts.Seed, opts.BodyPadding)
 	s.upgrader = websocket.Upgrader{
 		ReadBufferSize:  4096,
 		WriteBufferSize: 16384,
@@ -286,8 +288,9 @@ func (s *Server) attach(l net.Listener) {
 		s.url = "http://" + dialable(l.Addr())
 	}
 	s.mu.Unlock()
+	o := s.org.Load()
 	s.log.Info("simulated genesys cloud org listening", "addr", l.Addr().String(),
-		"queues", len(s.org.queues), "users", len(s.org.users))
+		"queues", len(o.queues), "users", len(o.users))
 	s.bgOnce.Do(s.startBackground)
 }
 
@@ -465,7 +468,9 @@ func (s *Server) generate() {
 			return
 		case <-t.C:
 		}
-		if topics := s.subscribedTopics(); len(topics) > 0 {
+		// Loaded after the topics: a round that read the org before a
+		// removal emits for the removed entity at most this once.
+		if topics := s.org.Load().live(s.subscribedTopics()); len(topics) > 0 {
 			s.emit(topics)
 		}
 	}
