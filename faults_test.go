@@ -238,19 +238,19 @@ func TestEvictedChannel(t *testing.T) {
 	deadChannel(t, (*simulator.Server).EvictChannel)
 }
 
-// restartNATS stops the test's JetStream server and starts it again on the
-// same address and store after down.
-func (h *harness) restartNATS(down time.Duration, storeDir string) {
-	h.t.Helper()
-	addr := strings.TrimPrefix(h.nats.ClientURL(), "nats://")
+// stopNATS stops the test's JetStream server and returns its address.
+func (h *harness) stopNATS() string {
+	addr := h.nats.Addr()
 	h.nats.Shutdown()
-	if down > 0 {
-		// The outage's length is the scenario itself, not a wait for a
-		// condition.
-		time.Sleep(down)
-	}
+	return addr
+}
+
+// startNATS starts the test's JetStream server again on addr with the same
+// store, as a restarted server or pod would.
+func (h *harness) startNATS(addr string) {
+	h.t.Helper()
 	var err error
-	h.nats, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: addr, StoreDir: storeDir})
+	h.nats, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: addr, StoreDir: h.natsStore})
 	if err != nil {
 		h.t.Fatalf("restart JetStream: %v", err)
 	}
@@ -262,7 +262,13 @@ func natsOutage(t *testing.T, down time.Duration) {
 	h.start(faultTopicCount)
 	em := startEmitter(h.sim, 5*time.Millisecond)
 	em.waitMore(h, 30)
-	h.restartNATS(down, h.natsStore)
+	addr := h.stopNATS()
+	if down > 0 {
+		// The outage's length is the scenario itself, not a wait for a
+		// condition.
+		time.Sleep(down)
+	}
+	h.startNATS(addr)
 	em.waitMore(h, 60)
 	h.verify(em.finish(), true)
 }

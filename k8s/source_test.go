@@ -25,12 +25,13 @@ const (
 
 var (
 	settingsOnce sync.Once
-	settingsSet  map[string]bool
+	settingsSet  map[string]bool // true: the value is a file to read (the env tag's "file" option)
 	settingsErr  string
 )
 
 // settingsEnv returns the variable names in the env tags of the Settings
-// struct in settings.go.
+// struct in settings.go; a name maps to true when gcnats reads the file the
+// variable names (a secret's _FILE variant).
 func settingsEnv(t *testing.T) map[string]bool {
 	t.Helper()
 	settingsOnce.Do(func() {
@@ -57,8 +58,9 @@ func settingsEnv(t *testing.T) map[string]bool {
 				if err != nil {
 					continue
 				}
-				if name, _, _ := strings.Cut(reflect.StructTag(tag).Get("env"), ","); name != "" {
-					settingsSet[name] = true
+				name, opts, _ := strings.Cut(reflect.StructTag(tag).Get("env"), ",")
+				if name != "" {
+					settingsSet[name] = slices.Contains(strings.Split(opts, ","), "file")
 				}
 			}
 			return false
@@ -77,9 +79,14 @@ func TestSettingsParsed(t *testing.T) {
 	set := settingsEnv(t)
 	// A few every deployment relies on: if these vanish, the parse broke,
 	// not the manifests.
-	for _, name := range []string{"GENESYSCLOUD_REGION", "GENESYSCLOUD_OAUTHCLIENT_ID_FILE", "NATS_URL", "GCNATS_STORE_DIR", "GCNATS_SHUTDOWN_TIMEOUT"} {
+	for _, name := range []string{"GENESYSCLOUD_REGION", "NATS_URL", "GCNATS_STORE_DIR", "GCNATS_ROUTES_FILE", "GCNATS_SHUTDOWN_TIMEOUT"} {
+		if file, ok := set[name]; !ok || file {
+			t.Errorf("%s not found in %s as a plain setting", name, settingsFile)
+		}
+	}
+	for _, name := range []string{"GENESYSCLOUD_OAUTHCLIENT_ID_FILE", "GENESYSCLOUD_OAUTHCLIENT_SECRET_FILE"} {
 		if !set[name] {
-			t.Errorf("%s not found in %s", name, settingsFile)
+			t.Errorf("%s not found in %s as a file setting", name, settingsFile)
 		}
 	}
 }

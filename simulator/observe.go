@@ -104,8 +104,9 @@ func (s *Server) Channels() []ChannelInfo { return s.Snapshot().Channels }
 func (s *Server) Sockets() int { return s.Snapshot().Sockets }
 
 // Wait blocks until cond holds for the state, re-evaluating it after every
-// state change (tokens, channels, subscriptions, sockets, events). It
-// returns ctx's error if ctx ends first, or ErrClosed once the server is
+// state change (tokens, channels, subscriptions, sockets, events, and the
+// org's queues and users, which cond reads through Queues, Users and
+// QueueMembers). It returns ctx's error if ctx ends first, or ErrClosed once the server is
 // closed and cond still does not hold.
 func (s *Server) Wait(ctx context.Context, cond func(Snapshot) bool) error {
 	for {

@@ -24,6 +24,14 @@
 // frames when it ends a socket (it half-closes and drains), so Delivered > 0
 // means a client reading that socket receives the frame.
 //
+// # A changing org
+//
+// The org is generated from Options.Seed and changes only on command:
+// AddQueue, AddUser, RemoveQueue and RemoveUser, each visible at once to
+// the REST listings, the event builders and Wait. A removed entity's
+// topics stay subscribed, as Genesys leaves them, and fall silent except
+// for what a test emits explicitly.
+//
 // # Where Genesys leaves room
 //
 //   - A dial of an unknown or dead channel is upgraded, then answered with
@@ -468,8 +476,8 @@ func (s *Server) generate() {
 			return
 		case <-t.C:
 		}
-		// Loaded after the topics: a round that read the org before a
-		// removal emits for the removed entity at most this once.
+		// A removed entity's topics stay subscribed but fall silent; the
+		// round in flight during a removal may still emit them once.
 		if topics := s.org.Load().live(s.subscribedTopics()); len(topics) > 0 {
 			s.emit(topics)
 		}
