@@ -126,6 +126,8 @@ func showDemo(ctx context.Context, sc *sidecar, w io.Writer, tty bool) {
 	every := time.Second
 	if !tty {
 		every = 5 * time.Second
+		fmt.Fprintf(w, "gcnats demo: a simulated Genesys org → gcnats → JetStream stream %s\n", sc.settings.Stream)
+		demoHelp(w, sc)
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -154,9 +156,8 @@ func (d *demoCounts) render(w io.Writer, sc *sidecar, every time.Duration, tty b
 	counts := maps.Clone(d.counts)
 	d.mu.Unlock()
 	slices.Sort(patterns)
-	natsURL := "nats://" + sc.settings.EmbeddedListen
 	if !tty {
-		sc.log.Warn("demo", "stored", total, "per_second", fmt.Sprintf("%.1f", rate), "subjects", len(patterns))
+		fmt.Fprintf(w, "%s  %d events stored, %.1f/s, over %d subject patterns\n", time.Now().Format(time.TimeOnly), total, rate, len(patterns))
 		return
 	}
 	fmt.Fprint(w, "\033[H\033[2J")
@@ -168,7 +169,14 @@ func (d *demoCounts) render(w io.Writer, sc *sidecar, every time.Duration, tty b
 	}
 	fmt.Fprintf(tw, "total\t%d\t%.1f\t\n", total, rate)
 	tw.Flush()
-	fmt.Fprintf(w, "\nSubscribe:  nats --server %s sub '%s.>'\n", natsURL, sc.settings.SubjectPrefix)
+	fmt.Fprintln(w)
+	demoHelp(w, sc)
+}
+
+// demoHelp shows how to reach the events from outside the demo.
+func demoHelp(w io.Writer, sc *sidecar) {
+	natsURL := "nats://" + sc.settings.EmbeddedListen
+	fmt.Fprintf(w, "Subscribe:  nats --server %s sub '%s.>'\n", natsURL, sc.settings.SubjectPrefix)
 	fmt.Fprintf(w, "Replay:     nats --server %s stream view %s\n", natsURL, sc.settings.Stream)
 	if sc.httpAddr != nil {
 		fmt.Fprintf(w, "Metrics:    http://%s/metrics   Ready: http://%s/readyz\n", sc.httpAddr, sc.httpAddr)

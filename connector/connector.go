@@ -147,8 +147,12 @@ func (c *Connector) Plan(ctx context.Context) ([][]string, error) {
 func (c *Connector) Run(ctx context.Context) error {
 	groups, err := c.planWithRetry(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -178,10 +182,10 @@ func (c *Connector) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
+	if parent.Err() != nil {
+		return nil // asked to stop
 	}
-	return nil
+	return context.Cause(ctx)
 }
 
 func (c *Connector) planWithRetry(ctx context.Context) ([][]string, error) {
