@@ -162,12 +162,12 @@ func (d *demoCounts) render(w io.Writer, sc *sidecar, every time.Duration, tty b
 	}
 	fmt.Fprint(w, "\033[H\033[2J")
 	fmt.Fprintf(w, "gcnats demo: a simulated Genesys org → gcnats → JetStream stream %s\n\n", sc.settings.Stream)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "subject\tstored\tper second\t")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "subject\t  stored\tper second")
 	for _, p := range patterns {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t\n", p, counts[p], rates[p])
+		fmt.Fprintf(tw, "%s\t%8d\t%10.1f\n", p, counts[p], rates[p])
 	}
-	fmt.Fprintf(tw, "total\t%d\t%.1f\t\n", total, rate)
+	fmt.Fprintf(tw, "total\t%8d\t%10.1f\n", total, rate)
 	tw.Flush()
 	fmt.Fprintln(w)
 	demoHelp(w, sc)
