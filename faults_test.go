@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -340,4 +341,30 @@ func TestTwoReplicasStoreEachEventOnce(t *testing.T) {
 	}
 	dups := counterValue(h.sc.metrics.duplicates) + counterValue(second.sc.metrics.duplicates)
 	t.Logf("two replicas: sent %d, stored %d, lost 0, duplicated 0 (JetStream collapsed %v)", len(events), len(msgs), dups)
+}
+
+// TestTopicRefreshFollowsTheOrg checks that '*' topics follow the org: a
+// new queue is subscribed and a removed user unsubscribed on the open
+// channel, without dropping its socket.
+func TestTopicRefreshFollowsTheOrg(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, map[string]string{"GCNATS_TOPIC_REFRESH": "1s"})
+	h.start(faultTopicCount)
+	ch := h.onlyChannel()
+	added := h.sim.AddQueue("Overflow")
+	removed := h.sim.Users()[0]
+	if err := h.sim.RemoveUser(removed.ID); err != nil {
+		t.Fatal(err)
+	}
+	newTopic := "v2.routing.queues." + added.ID + ".conversations"
+	oldTopic := "v2.users." + removed.ID + ".presence"
+	h.waitSim("the channel following the org", func(s simulator.Snapshot) bool {
+		c, ok := s.Channel(ch.ID)
+		return ok && slices.Contains(c.Topics, newTopic) && !slices.Contains(c.Topics, oldTopic)
+	})
+	if c, _ := h.sim.Snapshot().Channel(ch.ID); c.Connects != 1 || !c.Connected {
+		t.Fatalf("the socket was dropped for a topic change: %d connects", c.Connects)
+	}
+	h.replica.waitReady(h)
+	events := h.sim.Emit(newTopic)
+	h.verify(events, true)
 }

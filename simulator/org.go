@@ -132,7 +132,7 @@ func (o *org) withQueue(name string) (*org, Entity) {
 	c := o.clone()
 	id := c.newID()
 	if name == "" {
-		name = queueName(len(c.queues))
+		name = fmt.Sprintf("Added Queue %d", c.added)
 	}
 	q := queue{Entity: Entity{ID: id, Name: name}, created: time.Now().UTC().Truncate(time.Millisecond)}
 	c.queueByID[id] = len(c.queues)
