@@ -126,117 +126,61 @@ func faultHarness(t *testing.T, opts simulator.Options, environ map[string]strin
 	return newHarness(t, opts, env)
 }
 
-func TestClosingWarningLosesNothing(t *testing.T) {
-	h := faultHarness(t, simulator.Options{}, nil)
-	h.start(faultTopicCount)
-	em := startEmitter(h.sim, 5*time.Millisecond)
-	em.waitMore(h, 30)
-	ch := h.onlyChannel()
-	if err := h.sim.SendClosingWarning(ch.ID, 200*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	h.waitSim("a second socket on the same channel", func(s simulator.Snapshot) bool {
-		c, ok := s.Channel(ch.ID)
-		return ok && c.Connects >= 2 && c.Connected
-	})
-	em.waitMore(h, 60)
-	h.verify(em.finish(), true)
+// sameChannelBack holds once the channel has a fresh, unstalled socket.
+func sameChannelBack(first simulator.ChannelInfo, s simulator.Snapshot) bool {
+	c, ok := s.Channel(first.ID)
+	return ok && c.Connects >= 2 && c.Connected && !c.Stalled
 }
 
-func TestChannelExpiryLosesNothing(t *testing.T) {
-	h := faultHarness(t, simulator.Options{ChannelLifetime: 2 * time.Second}, nil)
-	h.start(faultTopicCount)
-	em := startEmitter(h.sim, 5*time.Millisecond)
-	first := h.onlyChannel()
-	h.waitSim("the first channel replaced and expired", func(s simulator.Snapshot) bool {
-		_, alive := s.Channel(first.ID)
-		return !alive && s.Topics(true) == faultTopicCount
-	})
-	em.waitMore(h, 60)
-	h.verify(em.finish(), true)
+// replaced holds once the channel is gone and another carries its topics.
+func replaced(first simulator.ChannelInfo, s simulator.Snapshot) bool {
+	_, alive := s.Channel(first.ID)
+	return !alive && s.Topics(true) == faultTopicCount
 }
 
-func TestTokenRolloverLosesNothing(t *testing.T) {
-	h := faultHarness(t, simulator.Options{TokenLifetime: 2 * time.Second}, nil)
-	h.start(faultTopicCount)
-	em := startEmitter(h.sim, 5*time.Millisecond)
-	first := h.onlyChannel()
-	h.waitSim("the first token's channel replaced and gone", func(s simulator.Snapshot) bool {
-		_, alive := s.Channel(first.ID)
-		return !alive && s.Topics(true) == faultTopicCount
-	})
-	em.waitMore(h, 60)
-	h.verify(em.finish(), true)
-}
-
-func TestAbruptCloseReconnects(t *testing.T) {
-	h := faultHarness(t, simulator.Options{}, nil)
-	h.start(faultTopicCount)
-	em := startEmitter(h.sim, 5*time.Millisecond)
-	em.waitMore(h, 30)
-	ch := h.onlyChannel()
-	if err := h.sim.CloseSocket(ch.ID); err != nil {
-		t.Fatal(err)
+// TestFaults runs each socket and channel fault Genesys produces while the
+// org generates events, and compares what it sent with what the stream
+// holds. Planned changes may lose nothing; unplanned ones only what was
+// sent while no socket of the sidecar was connected.
+func TestFaults(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		opts      simulator.Options
+		inject    func(*simulator.Server, string) error // nil: the fault comes with time
+		recovered func(simulator.ChannelInfo, simulator.Snapshot) bool
+		planned   bool
+		reason    string // the reconnect reason it must count
+	}{
+		{name: "closing warning", planned: true, reason: "closing", recovered: sameChannelBack,
+			inject: func(s *simulator.Server, id string) error { return s.SendClosingWarning(id, 200*time.Millisecond) }},
+		{name: "channel expiry", planned: true, reason: "rotate", recovered: replaced,
+			opts: simulator.Options{ChannelLifetime: 2 * time.Second}},
+		{name: "token rollover", planned: true, reason: "rotate", recovered: replaced,
+			opts: simulator.Options{TokenLifetime: 2 * time.Second}},
+		{name: "abrupt close", reason: "closed", recovered: sameChannelBack, inject: (*simulator.Server).CloseSocket},
+		{name: "silent stall", reason: "stall", recovered: sameChannelBack, inject: (*simulator.Server).StallSocket},
+		{name: "channel 404", reason: "gone", recovered: replaced, inject: (*simulator.Server).ExpireChannel},
+		{name: "channel evicted", reason: "gone", recovered: replaced, inject: (*simulator.Server).EvictChannel},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := faultHarness(t, tc.opts, nil)
+			h.start(faultTopicCount)
+			em := startEmitter(h.sim, 5*time.Millisecond)
+			em.waitMore(h, 30)
+			first := h.onlyChannel()
+			if tc.inject != nil {
+				if err := tc.inject(h.sim, first.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h.waitSim("recovery from "+tc.name, func(s simulator.Snapshot) bool { return tc.recovered(first, s) })
+			em.waitMore(h, 60)
+			h.verify(em.finish(), tc.planned)
+			if got := counterValue(h.sc.metrics.reconnects.WithLabelValues(tc.reason)); got < 1 {
+				t.Errorf("reconnects{reason=%q} = %v, want ≥ 1", tc.reason, got)
+			}
+		})
 	}
-	h.waitSim("a reconnect to the same channel", func(s simulator.Snapshot) bool {
-		c, ok := s.Channel(ch.ID)
-		return ok && c.Connects >= 2 && c.Connected
-	})
-	em.waitMore(h, 60)
-	h.verify(em.finish(), false)
-	if got := counterValue(h.sc.metrics.reconnects.WithLabelValues("closed")); got < 1 {
-		t.Errorf("reconnects{reason=closed} = %v, want ≥ 1", got)
-	}
-}
-
-func TestStallIsDetected(t *testing.T) {
-	h := faultHarness(t, simulator.Options{}, nil)
-	h.start(faultTopicCount)
-	em := startEmitter(h.sim, 5*time.Millisecond)
-	em.waitMore(h, 30)
-	ch := h.onlyChannel()
-	if err := h.sim.StallSocket(ch.ID); err != nil {
-		t.Fatal(err)
-	}
-	h.waitSim("a fresh socket after the stall", func(s simulator.Snapshot) bool {
-		c, ok := s.Channel(ch.ID)
-		return ok && c.Connects >= 2 && c.Connected && !c.Stalled
-	})
-	em.waitMore(h, 60)
-	h.verify(em.finish(), false)
-	if got := counterValue(h.sc.metrics.reconnects.WithLabelValues("stall")); got < 1 {
-		t.Errorf("reconnects{reason=stall} = %v, want ≥ 1", got)
-	}
-}
-
-// deadChannel runs a fault that kills the channel: the sidecar must make a
-// new one with the same subscriptions.
-func deadChannel(t *testing.T, kill func(*simulator.Server, string) error) {
-	h := faultHarness(t, simulator.Options{}, nil)
-	h.start(faultTopicCount)
-	em := startEmitter(h.sim, 5*time.Millisecond)
-	em.waitMore(h, 30)
-	ch := h.onlyChannel()
-	if err := kill(h.sim, ch.ID); err != nil {
-		t.Fatal(err)
-	}
-	h.waitSim("a new channel with the same topics", func(s simulator.Snapshot) bool {
-		_, alive := s.Channel(ch.ID)
-		return !alive && s.Topics(true) == faultTopicCount
-	})
-	em.waitMore(h, 60)
-	h.verify(em.finish(), false)
-	if got := counterValue(h.sc.metrics.reconnects.WithLabelValues("gone")); got < 1 {
-		t.Errorf("reconnects{reason=gone} = %v, want ≥ 1", got)
-	}
-}
-
-func TestExpiredChannel404(t *testing.T) {
-	deadChannel(t, (*simulator.Server).ExpireChannel)
-}
-
-func TestEvictedChannel(t *testing.T) {
-	deadChannel(t, (*simulator.Server).EvictChannel)
 }
 
 // stopNATS stops the test's JetStream server and returns its address.

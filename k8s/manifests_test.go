@@ -183,7 +183,7 @@ func sidecarPod(t *testing.T, m *manifests) *pod {
 		t.Fatalf("no init container %s", sidecarName)
 	}
 	if rp := p.sidecar.RestartPolicy; rp == nil || *rp != corev1.ContainerRestartPolicyAlways {
-		t.Fatalf("%s: restartPolicy %v, want Always (a native sidecar)", sidecarName, rp)
+		t.Fatalf("%s: restartPolicy %v, want Always (a native sidecar)", sidecarName, show(rp))
 	}
 	p.env = resolveEnv(t, m, p.sidecar)
 	volumes := map[string]corev1.Volume{}
@@ -409,7 +409,7 @@ func checkSidecar(t *testing.T, p *pod) {
 		t.Errorf("%s: runAsNonRoot is not true", sidecarName)
 	}
 	if runAsUser == nil || *runAsUser != nonrootUID {
-		t.Errorf("%s: runAsUser %v, want %d (the image's nonroot user)", sidecarName, runAsUser, nonrootUID)
+		t.Errorf("%s: runAsUser %v, want %d (the image's nonroot user)", sidecarName, show(runAsUser), nonrootUID)
 	}
 	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		t.Errorf("%s: readOnlyRootFilesystem is not true", sidecarName)
@@ -451,7 +451,7 @@ func checkSidecar(t *testing.T, p *pod) {
 		t.Fatalf("GCNATS_SHUTDOWN_TIMEOUT: %v", err)
 	}
 	if g := p.spec.TerminationGracePeriodSeconds; g == nil || time.Duration(*g)*time.Second <= timeout {
-		t.Errorf("terminationGracePeriodSeconds %v does not exceed GCNATS_SHUTDOWN_TIMEOUT %s", g, timeout)
+		t.Errorf("terminationGracePeriodSeconds %v does not exceed GCNATS_SHUTDOWN_TIMEOUT %s", show(g), timeout)
 	}
 
 	// Credentials come from files in the mounted Secret, never from values.
@@ -606,7 +606,7 @@ func TestEmbedded(t *testing.T) {
 
 	// One pod holds the ReadWriteOnce store at a time.
 	if r := p.deploy.Spec.Replicas; r == nil || *r != 1 {
-		t.Errorf("replicas %v, want 1", r)
+		t.Errorf("replicas %v, want 1", show(r))
 	}
 	if s := p.deploy.Spec.Strategy.Type; s != appsv1.RecreateDeploymentStrategyType {
 		t.Errorf("strategy %q, want Recreate", s)
@@ -642,7 +642,7 @@ func TestCluster(t *testing.T) {
 		sts = s
 	}
 	if r := sts.Spec.Replicas; r == nil || *r != 3 {
-		t.Fatalf("StatefulSet %s replicas %v, want 3", sts.Name, r)
+		t.Fatalf("StatefulSet %s replicas %v, want 3", sts.Name, show(r))
 	}
 	if len(sts.Spec.Template.Spec.Containers) != 1 || !strings.HasPrefix(sts.Spec.Template.Spec.Containers[0].Image, "nats:2.") {
 		t.Errorf("StatefulSet %s: want one nats:2.x container", sts.Name)
@@ -724,6 +724,14 @@ func selects(selector, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// show prints what a pointer field holds, or "unset".
+func show[T any](p *T) any {
+	if p == nil {
+		return "unset"
+	}
+	return *p
 }
 
 func cmpOr[T any](a, b *T) *T {
