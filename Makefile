@@ -9,8 +9,9 @@ PKGS     := ./...
 build: ## the gcnats binary, static
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o gcnats .
 
-test: lint ## lint, then every test with the race detector
+test: lint ## lint, then every test with the race detector, then the Kubernetes manifests
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	cd k8s && $(GO) test -count=1 ./...
 
 demo: ## JetStream, a simulated Genesys org and the sidecar, all embedded
 	$(GO) run . demo
@@ -23,6 +24,7 @@ lint: ## gofmt, go vet, staticcheck
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+	cd k8s && $(GO) vet ./...
 
 fuzz: ## the peek against encoding/json, for a minute
 	$(GO) test -run '^$$' -fuzz FuzzPeek -fuzztime 60s ./connector/

@@ -122,10 +122,11 @@ func (s *slot) run(ctx context.Context) error {
 	var rotate, retry, resubscribe <-chan time.Time
 
 	connect := func(fresh bool) error {
+		reuse := ch
 		if fresh {
-			ch = nil
+			reuse = nil // a failed rotation keeps the channel it has
 		}
-		sock, info, isNew, err := s.connect(ctx, ch, events)
+		sock, info, isNew, err := s.connect(ctx, reuse, events)
 		if err != nil {
 			return err
 		}

@@ -31,7 +31,7 @@
 //	  - topic: v2.users.*.presence
 //	    filter:
 //	      - field: presenceDefinition.systemPresence
-//	        one_of: [Available, Busy]
+//	        one_of: [AVAILABLE, BUSY]
 //	      - field: presenceMessage
 //	        exists: false
 //	  # Never publish these.

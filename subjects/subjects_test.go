@@ -541,7 +541,7 @@ const docExample = `routes:
   - topic: v2.users.*.presence
     filter:
       - field: presenceDefinition.systemPresence
-        one_of: [Available, Busy]
+        one_of: [AVAILABLE, BUSY]
       - field: presenceMessage
         exists: false
   # Never publish these.
@@ -564,8 +564,8 @@ func TestDocExample(t *testing.T) {
 	}{
 		{"v2.routing.queues.q1.conversations.calls", "{}", "queues.q1.calls", true},
 		{"v2.users.u1.routingStatus", `{"routingStatus":{"status":"OFF_QUEUE"}}`, "genesys.routing.u1", true},
-		{"v2.users.u1.presence", `{"presenceDefinition":{"systemPresence":"Busy"}}`, "genesys.v2.users.u1.presence", true},
-		{"v2.users.u1.presence", `{"presenceDefinition":{"systemPresence":"Busy"},"presenceMessage":"lunch"}`, "genesys.v2.users.u1.presence", false},
+		{"v2.users.u1.presence", `{"presenceDefinition":{"systemPresence":"BUSY"}}`, "genesys.v2.users.u1.presence", true},
+		{"v2.users.u1.presence", `{"presenceDefinition":{"systemPresence":"BUSY"},"presenceMessage":"lunch"}`, "genesys.v2.users.u1.presence", false},
 		{"v2.users.u1.conversations.calls", "{}", "", false},
 	} {
 		if got, pass := tab.Route(nil, []byte(tc.topic), []byte(tc.body)); string(got) != tc.subject || pass != tc.pass {
