@@ -168,6 +168,18 @@ func TestBinaryAgainstSimProcess(t *testing.T) {
 		return strings.HasPrefix(line, "export GCNATS_TOPICS=")
 	})
 
+	// gcnats topics: the plan, without sockets or NATS.
+	topics := exec.Command(bin, "topics")
+	topics.Env = append(append([]string{}, base...), simEnv...)
+	out, err := topics.CombinedOutput()
+	if err != nil {
+		t.Fatalf("gcnats topics: %v\n%s", err, out)
+	}
+	// 2 queues × 3 queue topics + 2 users × 2 user topics.
+	if !strings.Contains(string(out), "# 10 topics on 1 channels") || strings.Count(string(out), "\nv2.") != 10 {
+		t.Fatalf("gcnats topics printed:\n%s", out)
+	}
+
 	sidecar := startProcess(t, bin, append(append(base, simEnv...),
 		"GCNATS_STORE_DIR="+t.TempDir(),
 		"GCNATS_EMBEDDED_LISTEN=127.0.0.1:0",
