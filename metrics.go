@@ -80,6 +80,10 @@ func newMetrics() *metrics {
 	return m
 }
 
+// maxCachedTopics bounds the cache: 20 channels of 1,000 topics, twice
+// over for topics that come and go as the org changes.
+const maxCachedTopics = 40_000
+
 // topic returns the counters of a topic's pattern; after the first frame
 // of a topic it neither allocates nor takes a write lock.
 func (m *metrics) topic(topic []byte) *topicCounters {
@@ -99,7 +103,7 @@ func (m *metrics) topic(topic []byte) *topicCounters {
 	m.mu.Lock()
 	if prev, ok := m.topics[string(topic)]; ok {
 		c = prev
-	} else {
+	} else if len(m.topics) < maxCachedTopics {
 		m.topics[string(topic)] = c
 	}
 	m.mu.Unlock()

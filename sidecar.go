@@ -203,8 +203,9 @@ func (sc *sidecar) serveHTTP(addr string) error {
 	return nil
 }
 
-// healthz is live while the process can make progress: the publisher's
-// loop is running. A NATS or Genesys outage is not a reason to restart.
+// healthz is live until shutdown has given up flushing. A NATS or Genesys
+// outage is not a reason to restart: the sidecar rides those out itself,
+// and a restart would only lose what it holds in memory.
 func (sc *sidecar) healthz(w http.ResponseWriter, _ *http.Request) {
 	if sc.stop.Err() != nil {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,10 +133,10 @@ func dialSocket(ctx context.Context, ch channelInfo, timeout time.Duration, h Ha
 // redactURL keeps the channel id (a capability) out of error text.
 func redactURL(err error, uri string) error {
 	msg := err.Error()
-	if !bytes.Contains([]byte(msg), []byte(uri)) {
+	if !strings.Contains(msg, uri) {
 		return err
 	}
-	return errors.New(string(bytes.ReplaceAll([]byte(msg), []byte(uri), []byte("<connectUri>"))))
+	return errors.New(strings.ReplaceAll(msg, uri, "<connectUri>"))
 }
 
 // start runs the reader and the watchdog; the reader reports on events.
