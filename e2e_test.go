@@ -145,3 +145,27 @@ func TestEndToEnd(t *testing.T) {
 	}
 	t.Logf("end to end: %d events over %d topics, %d filtered, %d stored once each, 0 lost, 0 duplicated", len(events), subscribed, filtered, len(msgs))
 }
+
+// TestPayloadFrame checks GCNATS_PAYLOAD=frame: the whole frame, exactly
+// as Genesys sent it, is the payload; the dedup id still hashes the event.
+func TestPayloadFrame(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, map[string]string{"GCNATS_PAYLOAD": "frame"})
+	h.start(faultTopicCount)
+	events := h.sim.EmitN(2 * faultTopicCount)
+	msgs := h.collect("GENESYS", len(events))
+	for _, m := range msgs {
+		ev, ok := h.sim.EventByCorrelationID(m.Header.Get("Genesys-Correlation-Id"))
+		if !ok {
+			t.Fatalf("unknown event stored")
+		}
+		if !bytes.Equal(m.Data, ev.Frame) {
+			t.Fatalf("event %d: payload is not the frame", ev.Seq)
+		}
+		if got, want := m.Header.Get("Nats-Msg-Id"), string(publisher.MsgID(nil, []byte(ev.Topic), ev.Body)); got != want {
+			t.Fatalf("event %d: Nats-Msg-Id %q, want the event's %q", ev.Seq, got, want)
+		}
+	}
+	if acc := account(events, msgs, nil); acc.Lost+acc.Duplicated+acc.Unexpected != 0 {
+		t.Fatal(acc)
+	}
+}
