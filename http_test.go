@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +142,23 @@ func TestSecretsStaySecret(t *testing.T) {
 	}
 	if len(secrets) < 4 {
 		t.Fatalf("only %d secrets collected", len(secrets))
+	}
+}
+
+// TestReadyzWhileStarting checks what /readyz says before NATS answers:
+// the process is live, not ready, and says what it waits for.
+func TestReadyzWhileStarting(t *testing.T) {
+	sc := &sidecar{}
+	sc.stop = context.Background()
+	sc.phase.Store("connecting to NATS")
+	rec := httptest.NewRecorder()
+	sc.readyz(rec, httptest.NewRequest("GET", "/readyz", nil))
+	if rec.Code != 503 || !strings.Contains(rec.Body.String(), "starting: connecting to NATS") {
+		t.Fatalf("/readyz while starting: %d %q", rec.Code, rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	sc.healthz(rec, httptest.NewRequest("GET", "/healthz", nil))
+	if rec.Code != 200 {
+		t.Fatalf("/healthz while starting: %d", rec.Code)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,6 +44,11 @@ type sidecar struct {
 	http     *http.Server
 	httpAddr net.Addr
 
+	// up is set once conn and js exist; until then phase says what
+	// start-up waits for (NATS may be slow to come up, Genesys too).
+	up    atomic.Bool
+	phase atomic.Value // string
+
 	stop       context.Context // ends when shutdown gives up on flushing
 	cancelStop context.CancelFunc
 }
@@ -68,11 +74,19 @@ func runSidecar(ctx context.Context, s Settings, log *slog.Logger, started func(
 func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar, err error) {
 	sc := &sidecar{settings: s, log: log, metrics: newMetrics()}
 	sc.stop, sc.cancelStop = context.WithCancel(context.WithoutCancel(ctx))
+	sc.phase.Store("loading the routes")
 	defer func() {
 		if err != nil {
 			sc.shutdown()
 		}
 	}()
+	// The endpoints come first: while NATS or Genesys is slow to answer,
+	// the process is live and says why it is not ready.
+	if s.HTTPAddr != "" {
+		if err := sc.serveHTTP(s.HTTPAddr); err != nil {
+			return nil, err
+		}
+	}
 
 	if s.RoutesFile != "" {
 		sc.table, err = subjects.Load(s.RoutesFile, s.SubjectPrefix)
@@ -84,6 +98,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 	}
 
 	url := s.NATSURL
+	sc.phase.Store("connecting to NATS")
 	if url == "" {
 		sc.embedded, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: s.EmbeddedListen, StoreDir: s.StoreDir, Logger: log})
 		if err != nil {
@@ -110,6 +125,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	sc.phase.Store("setting up the stream")
 	for _, st := range sc.table.Streams(s.Stream) {
 		_, err := publisher.EnsureStream(ctx, sc.js, publisher.StreamConfig{
 			Name:       st.Name,
@@ -148,12 +164,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		return nil, err
 	}
 	sc.metrics.watchConnector(sc.conn)
-
-	if s.HTTPAddr != "" {
-		if err := sc.serveHTTP(s.HTTPAddr); err != nil {
-			return nil, err
-		}
-	}
+	sc.up.Store(true)
 	return sc, nil
 }
 
@@ -217,6 +228,10 @@ func (sc *sidecar) healthz(w http.ResponseWriter, _ *http.Request) {
 // readyz is ready only when every planned channel is connected and
 // subscribed and JetStream answers.
 func (sc *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
+	if !sc.up.Load() {
+		http.Error(w, "not ready: starting: "+sc.phase.Load().(string), http.StatusServiceUnavailable)
+		return
+	}
 	ready, why := sc.conn.Status().Ready()
 	if !ready {
 		http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
