@@ -179,6 +179,9 @@ func TestFaults(t *testing.T) {
 			if got := counterValue(h.sc.metrics.reconnects.WithLabelValues(tc.reason)); got < 1 {
 				t.Errorf("reconnects{reason=%q} = %v, want ≥ 1", tc.reason, got)
 			}
+			if tc.reason == "rotate" && h.sim.Stats().Calls("DELETE", simulator.RouteSubscriptions) < 1 {
+				t.Error("the replaced channel's subscriptions were not deleted")
+			}
 		})
 	}
 }

@@ -253,6 +253,14 @@ func (a *api) subscribe(ctx context.Context, channelID string, topics []string) 
 	})
 }
 
+// unsubscribeAll empties a channel Genesys keeps until its deadline, so
+// a channel let go carries nothing and is the first Genesys evicts.
+func (a *api) unsubscribeAll(ctx context.Context, channelID string) error {
+	return a.call(ctx, "unsubscribe channel", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
+		return platformclientv2.NewNotificationsApiWithConfig(cfg).DeleteNotificationsChannelSubscriptions(channelID)
+	})
+}
+
 // channelExists asks Genesys whether the channel is still alive.
 func (a *api) channelExists(ctx context.Context, channelID string) (bool, error) {
 	err := a.call(ctx, "check channel", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {

@@ -192,7 +192,7 @@ func (s *slot) run(ctx context.Context) error {
 			// Planned: bring a new channel up, receiving, before the old
 			// one dies; the overlap's duplicates share dedup ids.
 			rotate = nil
-			old := cur
+			old, oldCh := cur, ch
 			if err := connect(true); err != nil {
 				if Permanent(err) {
 					return err
@@ -205,6 +205,11 @@ func (s *slot) run(ctx context.Context) error {
 			s.log.Info("channel rotated before expiry", "ref", channelRef(ch.ID), "channel_deadline", ch.deadline())
 			if old != nil {
 				go old.close()
+			}
+			if oldCh != nil {
+				if err := s.c.api.unsubscribeAll(ctx, oldCh.ID); err != nil && !IsStatus(err, http.StatusNotFound) {
+					s.log.Debug("emptying the replaced channel failed; it ends at its deadline anyway", "err", err)
+				}
 			}
 
 		case <-s.changed:
