@@ -118,7 +118,7 @@ func faultHarness(t *testing.T, opts simulator.Options, environ map[string]strin
 	}
 	env := map[string]string{
 		"GCNATS_TOPICS":            strings.Join(faultTopics, ","),
-		"GCNATS_HEARTBEAT_TIMEOUT": "400ms",
+		"GCNATS_HEARTBEAT_TIMEOUT": "1s",
 	}
 	for k, v := range environ {
 		env[k] = v

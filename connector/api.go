@@ -215,7 +215,14 @@ type channelInfo struct {
 	TokenExpires time.Time
 }
 
-func (a *api) createChannel(ctx context.Context) (channelInfo, error) {
+// createChannel makes a channel with a token that outlives tokenAfter
+// (zero: any valid token).
+func (a *api) createChannel(ctx context.Context, tokenAfter time.Time) (channelInfo, error) {
+	if !tokenAfter.IsZero() {
+		if _, err := a.tokens.TokenAfter(ctx, tokenAfter); err != nil {
+			return channelInfo{}, err
+		}
+	}
 	var ch *platformclientv2.Channel
 	var tokenExpiry time.Time
 	err := a.call(ctx, "create channel", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {

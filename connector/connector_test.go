@@ -302,3 +302,42 @@ func TestTokenSourceCachesAndRefreshesAhead(t *testing.T) {
 		t.Fatal("a token prints its value")
 	}
 }
+
+func TestRotateAt(t *testing.T) {
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for life, lead := range map[time.Duration]time.Duration{
+		24 * time.Hour:   10 * time.Minute,
+		time.Minute:      6 * time.Second,
+		10 * time.Second: 2 * time.Second,
+		2 * time.Second:  time.Second,
+	} {
+		ch := &channelInfo{Expires: created.Add(life), TokenExpires: created.Add(2 * life)}
+		if got := ch.deadline().Sub(rotateAt(ch, created)); got != lead {
+			t.Errorf("life %s: rotates %s before its deadline, want %s", life, got, lead)
+		}
+	}
+	// The token's end comes first.
+	ch := &channelInfo{Expires: created.Add(24 * time.Hour), TokenExpires: created.Add(time.Hour)}
+	if got := rotateAt(ch, created); !got.Equal(created.Add(time.Hour - 6*time.Minute)) {
+		t.Errorf("rotates at %s, want 54m after creation", got.Sub(created))
+	}
+}
+
+func TestTokenAfterOutlivesTheOldToken(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{TokenLifetime: time.Hour})
+	ts := NewTokenSource(sim.URL(), sim.ClientID(), sim.ClientSecret(), nil)
+	ctx := context.Background()
+	first, err := ts.Token(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fresh by Token's rule, yet not good enough for a channel that must
+	// outlive the first token.
+	next, err := ts.TokenAfter(ctx, first.Expiry)
+	if err != nil || next.Value == first.Value || !next.Expiry.After(first.Expiry) {
+		t.Fatalf("TokenAfter returned the same token or an error: %v", err)
+	}
+	if again, _ := ts.TokenAfter(ctx, first.Expiry); again.Value != next.Value {
+		t.Fatal("TokenAfter refreshed although the cached token outlives the time")
+	}
+}

@@ -85,10 +85,13 @@ func (ch *channelInfo) deadline() time.Time {
 }
 
 // rotateAt is when to bring up a replacement: a tenth of the channel's
-// remaining life before its deadline, at most ten minutes before.
+// life before its deadline, but no less than two seconds (a replacement
+// needs a token, two REST calls, a dial and a pong), no more than ten
+// minutes, and never before half its life.
 func rotateAt(ch *channelInfo, created time.Time) time.Time {
 	end := ch.deadline()
-	lead := min(end.Sub(created)/10, 10*time.Minute)
+	life := end.Sub(created)
+	lead := min(max(life/10, 2*time.Second), life/2, 10*time.Minute)
 	return end.Add(-lead)
 }
 
@@ -121,12 +124,17 @@ func (s *slot) run(ctx context.Context) error {
 	)
 	var rotate, retry, resubscribe <-chan time.Time
 
+	// connect brings up a socket: on the current channel, or with fresh on
+	// a new one whose token outlives the current channel's.
 	connect := func(fresh bool) error {
-		reuse := ch
+		reuse, tokenAfter := ch, time.Time{}
 		if fresh {
 			reuse = nil // a failed rotation keeps the channel it has
+			if ch != nil {
+				tokenAfter = ch.TokenExpires
+			}
 		}
-		sock, info, isNew, err := s.connect(ctx, reuse, events)
+		sock, info, isNew, err := s.connect(ctx, reuse, tokenAfter, events)
 		if err != nil {
 			return err
 		}
@@ -262,7 +270,7 @@ func (s *slot) run(ctx context.Context) error {
 
 // connect brings up a receiving socket: on ch when it still exists, else
 // on a new channel subscribed to the slot's topics.
-func (s *slot) connect(ctx context.Context, ch *channelInfo, events chan<- socketEvent) (*socket, channelInfo, bool, error) {
+func (s *slot) connect(ctx context.Context, ch *channelInfo, tokenAfter time.Time, events chan<- socketEvent) (*socket, channelInfo, bool, error) {
 	if ch != nil {
 		sock, err := s.dial(ctx, *ch, events)
 		if err == nil {
@@ -276,7 +284,7 @@ func (s *slot) connect(ctx context.Context, ch *channelInfo, events chan<- socke
 		}
 		s.log.Info("channel gone, creating a new one")
 	}
-	info, err := s.c.api.createChannel(ctx)
+	info, err := s.c.api.createChannel(ctx, tokenAfter)
 	if err != nil {
 		return nil, channelInfo{}, false, err
 	}

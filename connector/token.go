@@ -73,20 +73,32 @@ func refreshAhead(t Token) time.Duration { return t.Lifetime / 4 }
 // still valid, the cached one is returned and the refresh is tried again on
 // the next call.
 func (ts *TokenSource) Token(ctx context.Context) (Token, error) {
+	return ts.token(ctx, time.Time{})
+}
+
+// TokenAfter returns a token that outlives t, fetching a new one when the
+// cached token does not: a channel made to replace one that dies with its
+// token must not die with the same token.
+func (ts *TokenSource) TokenAfter(ctx context.Context, t time.Time) (Token, error) {
+	return ts.token(ctx, t)
+}
+
+func (ts *TokenSource) token(ctx context.Context, after time.Time) (Token, error) {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	now := ts.now()
-	if ts.current.Value != "" && ts.current.Expiry.Sub(now) > refreshAhead(ts.current) {
-		return ts.current, nil
+	cur := ts.current
+	if cur.Value != "" && cur.Expiry.Sub(now) > refreshAhead(cur) && cur.Expiry.After(after) {
+		return cur, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return Token{}, err
 	}
 	tok, err := ts.fetch(ctx)
 	if err != nil {
-		if ts.current.Value != "" && now.Before(ts.current.Expiry) && !IsStatus(err, http.StatusUnauthorized) {
-			ts.log.Warn("token refresh failed, keeping the current token", "expires_in", ts.current.Expiry.Sub(now).Round(time.Second), "err", err)
-			return ts.current, nil
+		if cur.Value != "" && now.Before(cur.Expiry) && after.IsZero() && !IsStatus(err, http.StatusUnauthorized) {
+			ts.log.Warn("token refresh failed, keeping the current token", "expires_in", cur.Expiry.Sub(now).Round(time.Second), "err", err)
+			return cur, nil
 		}
 		return Token{}, err
 	}
