@@ -271,3 +271,28 @@ func TestBinaryRefusesBadSettings(t *testing.T) {
 		t.Fatalf("the secret reached the output: %s", got)
 	}
 }
+
+// TestBinaryDemoAndVersion runs `gcnats demo` as `make demo` does (on free
+// ports) until it has shown events stored, and `gcnats version`.
+func TestBinaryDemoAndVersion(t *testing.T) {
+	bin := buildBinary(t)
+	base := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "TMPDIR=" + t.TempDir()}
+	demo := startProcess(t, bin, append(base, "GCNATS_EMBEDDED_LISTEN=127.0.0.1:0", "GCNATS_HTTP_ADDR=127.0.0.1:0"),
+		"demo", "-interval", "50ms")
+	demo.waitLine(t, "the subscribe command", func(line string) bool {
+		return strings.HasPrefix(line, "Subscribe:  nats --server nats://127.0.0.1:") && !strings.Contains(line, ":0 ")
+	})
+	demo.waitLine(t, "events stored", func(line string) bool {
+		var n int
+		_, err := fmt.Sscanf(line[strings.Index(line, " ")+1:], " %d events stored", &n)
+		return err == nil && n > 0
+	})
+	if code := demo.terminate(t); code != 0 {
+		t.Fatalf("demo exit code %d:\n%s", code, demo.all)
+	}
+
+	out, err := exec.Command(bin, "version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "gcnats ") || !strings.Contains(string(out), "github.com/nats-io/nats.go") {
+		t.Fatalf("gcnats version: %v\n%s", err, out)
+	}
+}

@@ -175,7 +175,7 @@ func (d *demoCounts) render(w io.Writer, sc *sidecar, every time.Duration, tty b
 
 // demoHelp shows how to reach the events from outside the demo.
 func demoHelp(w io.Writer, sc *sidecar) {
-	natsURL := "nats://" + sc.settings.EmbeddedListen
+	natsURL := sc.embedded.ClientURL()
 	fmt.Fprintf(w, "Subscribe:  nats --server %s sub '%s.>'\n", natsURL, sc.settings.SubjectPrefix)
 	fmt.Fprintf(w, "Replay:     nats --server %s stream view %s\n", natsURL, sc.settings.Stream)
 	if sc.httpAddr != nil {
