@@ -78,7 +78,9 @@ type api struct {
 	maxAttempts            int
 }
 
-func newSDKConfiguration(baseURL string) *platformclientv2.Configuration {
+// newSDKClient returns an SDK configuration for baseURL that sends through
+// its own once-only HTTP client.
+func newSDKClient(baseURL string) (*platformclientv2.Configuration, *httpClient) {
 	// A config file path that cannot exist keeps the SDK from reading
 	// ~/.genesyscloudgo and from starting its file watcher goroutine.
 	cfg := platformclientv2.NewConfigurationWithConfigFile("/nonexistent/gcnats/genesyscloudgo", false)
@@ -86,13 +88,13 @@ func newSDKConfiguration(baseURL string) *platformclientv2.Configuration {
 	cfg.AutomaticTokenRefresh = false
 	cfg.ShouldRefreshAccessToken = false
 	cfg.UserAgent = "gcnats"
-	return cfg
+	hc := newHTTPClient()
+	hc.install(cfg)
+	return cfg, hc
 }
 
 func newAPI(baseURL string, tokens *TokenSource, log *slog.Logger) *api {
-	cfg := newSDKConfiguration(baseURL)
-	hc := newHTTPClient()
-	hc.install(cfg)
+	cfg, hc := newSDKClient(baseURL)
 	return &api{
 		cfg:         cfg,
 		http:        hc,

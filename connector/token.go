@@ -51,9 +51,7 @@ func NewTokenSource(loginURL, clientID, clientSecret string, log *slog.Logger) *
 	}
 	// AuthorizeClientCredentials posts to BasePath with "//api." replaced by
 	// "//login.", so a login URL as the base path is used as it is.
-	cfg := newSDKConfiguration(loginURL)
-	hc := newHTTPClient()
-	hc.install(cfg)
+	cfg, hc := newSDKClient(loginURL)
 	return &TokenSource{
 		cfg:    cfg,
 		http:   hc,
