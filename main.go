@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 )
 
@@ -81,8 +82,8 @@ func cmdVersion(w io.Writer) {
 		}
 	}
 	for _, d := range info.Deps {
-		switch d.Path {
-		case "github.com/nats-io/nats.go", "github.com/nats-io/nats-server/v2", "github.com/mypurecloud/platform-client-sdk-go/v162":
+		// NATS on one side, the Genesys SDK on the other.
+		if strings.HasPrefix(d.Path, "github.com/nats-io/nats") || strings.HasPrefix(d.Path, "github.com/mypurecloud/") {
 			fmt.Fprintf(w, "%s %s\n", d.Path, d.Version)
 		}
 	}
