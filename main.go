@@ -74,7 +74,7 @@ func cmdVersion(w io.Writer) {
 	if !ok {
 		return
 	}
-	fmt.Fprintf(w, "go %s\n", info.GoVersion)
+	fmt.Fprintln(w, info.GoVersion)
 	for _, s := range info.Settings {
 		switch s.Key {
 		case "vcs.revision", "vcs.time", "vcs.modified", "GOOS", "GOARCH", "CGO_ENABLED":
