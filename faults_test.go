@@ -211,14 +211,20 @@ func natsOutage(t *testing.T, down time.Duration) {
 	em := startEmitter(h.sim, 5*time.Millisecond)
 	em.waitMore(h, 30)
 	addr := h.stopNATS()
-	if down > 0 {
-		// The outage's length is the scenario itself, not a wait for a
-		// condition.
-		time.Sleep(down)
+	// The outage's length is the scenario itself, not a wait for a
+	// condition; it is watched for the buffer filling up.
+	var peak int64
+	end := time.Now().Add(down)
+	for tick := time.NewTicker(10 * time.Millisecond); time.Now().Before(end); <-tick.C {
+		peak = max(peak, h.sc.pub.Stats().BufferedBytes)
 	}
 	h.startNATS(addr)
 	em.waitMore(h, 60)
 	h.verify(em.finish(), true)
+	if down >= 5*time.Second && peak < 1<<20-64<<10 {
+		t.Errorf("the buffer peaked at %d bytes of 1 MiB: the outage never pushed back on the socket", peak)
+	}
+	t.Logf("buffer peak during the outage: %d bytes of %d", peak, 1<<20)
 }
 
 func TestNATSRestartLosesNothing(t *testing.T) {
