@@ -321,3 +321,41 @@ func TestTopicRefreshFollowsTheOrg(t *testing.T) {
 	events := h.sim.Emit(newTopic)
 	h.verify(events, true)
 }
+
+// TestBadFramesAreCountedNotFatal sends frames Genesys should never send:
+// each is skipped, counted by reason and logged, the socket stays up, and
+// the events around them are stored once each.
+func TestBadFramesAreCountedNotFatal(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, nil)
+	h.start(faultTopicCount)
+	ch := h.onlyChannel()
+	before := h.sim.Emit()
+	for _, bad := range []struct {
+		binary bool
+		frame  string
+	}{
+		{frame: `{"topicName":"v2.users.x.presence","eventBody":{"unterminated":`},
+		{frame: `[1,2,3]`},
+		{frame: `not json at all`},
+		{frame: `{"topicName":42,"eventBody":{}}`},
+		{frame: `{"topicName":"v2.users.x.presence","version":"2"}`},
+		{binary: true, frame: `{"topicName":"v2.users.x.presence","eventBody":{}}`},
+	} {
+		if err := h.sim.SendRaw(ch.ID, bad.binary, []byte(bad.frame)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := h.sim.Emit()
+	h.verify(append(before, after...), true)
+	if c, _ := h.sim.Snapshot().Channel(ch.ID); c.Connects != 1 {
+		t.Errorf("bad frames cost a reconnect: %d connects", c.Connects)
+	}
+	for reason, want := range map[string]float64{"malformed": 4, "binary": 1, "no_body": 1} {
+		if got := counterValue(h.sc.metrics.droppedFrames.WithLabelValues(reason)); got != want {
+			t.Errorf("frames_dropped_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	if logs := h.logs.full(); !strings.Contains(logs, "skipped a frame") || !strings.Contains(logs, "without eventBody") {
+		t.Errorf("skipped frames were not logged:\n%s", h.logs)
+	}
+}

@@ -83,6 +83,11 @@ type socket struct {
 	stalled       atomic.Bool
 	closing       atomic.Bool
 
+	// Owned by the reader: skipped frames are each counted but logged at
+	// most once a second, so a stream of bad frames cannot flood the log.
+	lastSkipLog  time.Time
+	skippedQuiet int
+
 	pong chan struct{}
 	quit chan struct{} // closed by close: the reader stops reporting
 	done chan struct{} // closed when the reader has returned
@@ -269,13 +274,11 @@ func (s *socket) read(ctx context.Context, events chan<- socketEvent) {
 		}
 		s.lastFrame.Store(at.UnixNano())
 		if typ != websocket.TextMessage {
-			s.obs.FrameDropped(ReasonBinary)
-			s.log.Warn("skipped a binary frame", "bytes", len(buf))
+			s.skipped(ReasonBinary, at, "bytes", len(buf))
 			continue
 		}
 		if err := Peek(buf, &f); err != nil {
-			s.obs.FrameDropped(ReasonMalformed)
-			s.log.Warn("skipped a malformed frame", "bytes", len(buf), "err", err)
+			s.skipped(ReasonMalformed, at, "bytes", len(buf), "err", err)
 			continue
 		}
 		switch {
@@ -304,6 +307,22 @@ func (s *socket) read(ctx context.Context, events chan<- socketEvent) {
 			}
 		}
 	}
+}
+
+// skipped counts a frame that cannot be published and logs it, at most
+// once a second.
+func (s *socket) skipped(reason string, now time.Time, args ...any) {
+	s.obs.FrameDropped(reason)
+	if now.Sub(s.lastSkipLog) < time.Second {
+		s.skippedQuiet++
+		return
+	}
+	if s.skippedQuiet > 0 {
+		args = append(args, "more_skipped_since_last_log", s.skippedQuiet)
+		s.skippedQuiet = 0
+	}
+	s.lastSkipLog = now
+	s.log.Warn("skipped a frame", append([]any{"reason", reason}, args...)...)
 }
 
 // readFrame reads one message into buf, growing it only when a frame is

@@ -2,6 +2,7 @@ package simulator
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -177,6 +178,31 @@ func (s *Server) SendClosingWarning(channelID string, closeAfter time.Duration) 
 		}
 		s.shutdownLocked(sk)
 	})
+	return nil
+}
+
+// SendRaw writes one arbitrary frame to a channel's socket: malformed JSON,
+// a binary frame (binary true), an event without eventBody, anything a
+// client must survive. It is not an event: it is not recorded.
+func (s *Server) SendRaw(channelID string, binary bool, frame []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sk, err := s.liveSocketLocked(channelID)
+	if err != nil {
+		return err
+	}
+	if !sk.writable() {
+		return ErrNoSocket
+	}
+	typ := websocket.TextMessage
+	if binary {
+		typ = websocket.BinaryMessage
+	}
+	_ = sk.conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+	if err := sk.conn.WriteMessage(typ, frame); err != nil {
+		s.shutdownLocked(sk)
+		return fmt.Errorf("simulator: write raw frame: %w", err)
+	}
 	return nil
 }
 
