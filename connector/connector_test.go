@@ -341,3 +341,47 @@ func TestTokenAfterOutlivesTheOldToken(t *testing.T) {
 		t.Fatal("TokenAfter refreshed although the cached token outlives the time")
 	}
 }
+
+// TestDeadChannelFoundByHead: while dials are refused the channel dies;
+// HEAD finds it gone, one new channel is made and dialled until dials work
+// again, never one per attempt.
+func TestDeadChannelFoundByHead(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
+	c, done, _ := runConnector(t, sim, testTopics)
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	first := sim.Channels()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sim.SetRefuseDials(true)
+	if err := sim.CloseSocket(first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Wait(ctx, func(simulator.Snapshot) bool { return sim.Stats().DialsRefused >= 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.ExpireChannel(first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Wait(ctx, func(simulator.Snapshot) bool { return sim.Stats().ChannelsCreated == 2 }); err != nil {
+		t.Fatal(err)
+	}
+	refused := sim.Stats().DialsRefused
+	if err := sim.Wait(ctx, func(simulator.Snapshot) bool { return sim.Stats().DialsRefused >= refused+2 }); err != nil {
+		t.Fatal(err)
+	}
+	if got := sim.Stats().ChannelsCreated; got != 2 {
+		t.Fatalf("%d channels created while dials were refused, want 2: one per attempt leaks channels", got)
+	}
+	if sim.Stats().Calls("HEAD", simulator.RouteChannel) == 0 {
+		t.Fatal("the dead channel was not checked with HEAD")
+	}
+	sim.SetRefuseDials(false)
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	if got := sim.Stats().ChannelsCreated; got != 2 {
+		t.Fatalf("%d channels created, want 2", got)
+	}
+}

@@ -136,6 +136,12 @@ func (s *slot) run(ctx context.Context) error {
 		}
 		sock, info, isNew, err := s.connect(ctx, reuse, tokenAfter, events)
 		if err != nil {
+			if isNew && cur == nil {
+				// The new channel is subscribed: dial it next time rather
+				// than make another. (A failed rotation keeps the old one,
+				// whose socket still runs.)
+				ch, created = &info, time.Now()
+			}
 			return err
 		}
 		open[sock] = struct{}{}
@@ -269,7 +275,8 @@ func (s *slot) run(ctx context.Context) error {
 }
 
 // connect brings up a receiving socket: on ch when it still exists, else
-// on a new channel subscribed to the slot's topics.
+// on a new channel subscribed to the slot's topics. When only the dial of a
+// new channel fails, it returns that channel too (isNew) with the error.
 func (s *slot) connect(ctx context.Context, ch *channelInfo, tokenAfter time.Time, events chan<- socketEvent) (*socket, channelInfo, bool, error) {
 	if ch != nil {
 		sock, err := s.dial(ctx, *ch, events)
@@ -294,7 +301,7 @@ func (s *slot) connect(ctx context.Context, ch *channelInfo, tokenAfter time.Tim
 	}
 	sock, err := s.dial(ctx, info, events)
 	if err != nil {
-		return nil, channelInfo{}, false, err
+		return nil, info, true, err // subscribed: worth dialling again
 	}
 	return sock, info, true, nil
 }

@@ -44,6 +44,7 @@ func (s *Server) handleSocket(w http.ResponseWriter, r *http.Request, id string,
 	refused := time.Now().Before(s.refuse)
 	if refused {
 		s.stats.DialsRefused++
+		s.changedLocked() // tests wait for refused dials
 	}
 	s.mu.Unlock()
 	if refused {
