@@ -127,15 +127,21 @@ func faultHarness(t *testing.T, opts simulator.Options, environ map[string]strin
 }
 
 // sameChannelBack holds once the channel has a fresh, unstalled socket.
-func sameChannelBack(first simulator.ChannelInfo, s simulator.Snapshot) bool {
+func sameChannelBack(_ *harness, first simulator.ChannelInfo, s simulator.Snapshot) bool {
 	c, ok := s.Channel(first.ID)
 	return ok && c.Connects >= 2 && c.Connected && !c.Stalled
 }
 
 // replaced holds once the channel is gone and another carries its topics.
-func replaced(first simulator.ChannelInfo, s simulator.Snapshot) bool {
+func replaced(_ *harness, first simulator.ChannelInfo, s simulator.Snapshot) bool {
 	_, alive := s.Channel(first.ID)
 	return !alive && s.Topics(true) == faultTopicCount
+}
+
+// rotatedTwice holds once the channel is replaced and its replacement has
+// been replaced in turn: planned rotations keep following one another.
+func rotatedTwice(h *harness, first simulator.ChannelInfo, s simulator.Snapshot) bool {
+	return replaced(h, first, s) && h.sim.Stats().ChannelsCreated >= 3
 }
 
 // TestFaults runs each socket and channel fault Genesys produces while the
@@ -147,15 +153,15 @@ func TestFaults(t *testing.T) {
 		name      string
 		opts      simulator.Options
 		inject    func(*simulator.Server, string) error // nil: the fault comes with time
-		recovered func(simulator.ChannelInfo, simulator.Snapshot) bool
+		recovered func(*harness, simulator.ChannelInfo, simulator.Snapshot) bool
 		planned   bool
 		reason    string // the reconnect reason it must count
 	}{
 		{name: "closing warning", planned: true, reason: "closing", recovered: sameChannelBack,
 			inject: func(s *simulator.Server, id string) error { return s.SendClosingWarning(id, 200*time.Millisecond) }},
-		{name: "channel expiry", planned: true, reason: "rotate", recovered: replaced,
+		{name: "channel expiry", planned: true, reason: "rotate", recovered: rotatedTwice,
 			opts: simulator.Options{ChannelLifetime: 2 * time.Second}},
-		{name: "token rollover", planned: true, reason: "rotate", recovered: replaced,
+		{name: "token rollover", planned: true, reason: "rotate", recovered: rotatedTwice,
 			opts: simulator.Options{TokenLifetime: 2 * time.Second}},
 		{name: "abrupt close", reason: "closed", recovered: sameChannelBack, inject: (*simulator.Server).CloseSocket},
 		{name: "silent stall", reason: "stall", recovered: sameChannelBack, inject: (*simulator.Server).StallSocket},
@@ -173,7 +179,7 @@ func TestFaults(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			h.waitSim("recovery from "+tc.name, func(s simulator.Snapshot) bool { return tc.recovered(first, s) })
+			h.waitSim("recovery from "+tc.name, func(s simulator.Snapshot) bool { return tc.recovered(h, first, s) })
 			em.waitMore(h, 60)
 			h.verify(em.finish(), tc.planned)
 			if got := counterValue(h.sc.metrics.reconnects.WithLabelValues(tc.reason)); got < 1 {
