@@ -221,9 +221,11 @@ func natsOutage(t *testing.T, down time.Duration) {
 	// condition; it is watched for the buffer filling up.
 	var peak int64
 	end := time.Now().Add(down)
-	for tick := time.NewTicker(10 * time.Millisecond); time.Now().Before(end); <-tick.C {
+	tick := time.NewTicker(10 * time.Millisecond)
+	for ; time.Now().Before(end); <-tick.C {
 		peak = max(peak, h.sc.pub.Stats().BufferedBytes)
 	}
+	tick.Stop()
 	h.startNATS(addr)
 	em.waitMore(h, 60)
 	h.verify(em.finish(), true)

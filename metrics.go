@@ -110,10 +110,9 @@ func (m *metrics) topic(topic []byte) *topicCounters {
 	return c
 }
 
-func (m *metrics) dropped(reason string) { m.droppedFrames.WithLabelValues(reason).Inc() }
-
-// FrameDropped implements connector.Observer.
-func (m *metrics) FrameDropped(reason string) { m.dropped(reason) }
+// FrameDropped implements connector.Observer; the pipeline counts its own
+// skips here too.
+func (m *metrics) FrameDropped(reason string) { m.droppedFrames.WithLabelValues(reason).Inc() }
 
 // Reconnect implements connector.Observer.
 func (m *metrics) Reconnect(reason string) { m.reconnects.WithLabelValues(reason).Inc() }
@@ -165,7 +164,7 @@ func (m *metrics) publishObserver() publisher.Observer {
 			m.ackLatency.Observe(latency.Seconds())
 		},
 		Retried:       func(reason string) { m.retries.WithLabelValues(reason).Inc() },
-		Failed:        func(reason string) { m.failed.Inc(); m.dropped("publish_" + reason) },
+		Failed:        func(reason string) { m.failed.Inc(); m.FrameDropped("publish_" + reason) },
 		BufferedBytes: func(n int64) { m.bufferBytes.Set(float64(n)) },
 	}
 }

@@ -46,7 +46,7 @@ func (p *pipeline) HandleEvent(_ context.Context, f *connector.Frame, receivedAt
 	counters := p.metrics.topic(f.Topic)
 	counters.received.Inc()
 	if f.Body == nil {
-		p.metrics.dropped(connector.ReasonNoBody)
+		p.metrics.FrameDropped(connector.ReasonNoBody)
 		p.log.Warn("skipped an event frame without eventBody", "pattern", counters.pattern)
 		return nil
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -175,6 +176,20 @@ func TestPublishMissingIDUsesMsgID(t *testing.T) {
 	e := newEnv(t)
 	p := newPublisher(t, e.js)
 	r := &Record{Subject: []byte("t.x"), Topic: []byte("v2.x"), Data: []byte(`{"a":1}`)}
+	h := publishOne(t, e, p, r)
+	if got, want := h.Get(HeaderMsgID), string(MsgID(nil, r.Topic, r.Data)); got != want {
+		t.Fatalf("id %q, want %q", got, want)
+	}
+	at, err := time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt))
+	if err != nil || at.Location() != time.UTC {
+		t.Fatalf("received-at %q: %v", h.Get(HeaderReceivedAt), err)
+	}
+}
+
+// publishOne publishes r, flushes, and returns the headers of the one
+// message the stream then holds.
+func publishOne(t *testing.T, e *env, p *Publisher, r *Record) nats.Header {
+	t.Helper()
 	if err := p.Publish(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -183,19 +198,11 @@ func TestPublishMissingIDUsesMsgID(t *testing.T) {
 	}
 	msgs := readAll(t, e.js, "TEST")
 	if len(msgs) != 1 {
-		t.Fatalf("%d messages", len(msgs))
+		t.Fatalf("%d messages, want 1", len(msgs))
 	}
-	if got, want := msgs[0].header.Get(HeaderMsgID), string(MsgID(nil, r.Topic, r.Data)); got != want {
-		t.Fatalf("id %q, want %q", got, want)
-	}
-	at, err := time.Parse(time.RFC3339Nano, msgs[0].header.Get(HeaderReceivedAt))
-	if err != nil || at.Location() != time.UTC {
-		t.Fatalf("received-at %q: %v", msgs[0].header.Get(HeaderReceivedAt), err)
-	}
+	return msgs[0].header
 }
 
-// The same event from two sockets of one sidecar, and from a second replica:
-// stored once, the rest counted as duplicates.
 // TestPublishKeepsHeadersWellFormed checks that CR and LF, which a frame
 // can carry as escapes in its topic, version or correlation id, cannot end
 // the header block early.
@@ -203,17 +210,7 @@ func TestPublishKeepsHeadersWellFormed(t *testing.T) {
 	e := newEnv(t)
 	p := newPublisher(t, e.js)
 	r := &Record{Subject: []byte("t.x"), Topic: []byte("v2.a\r\nX-Injected: 1"), Version: []byte("2\n"), CorrelationID: []byte("c\r1"), Data: []byte(`{}`)}
-	if err := p.Publish(context.Background(), r); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	msgs := readAll(t, e.js, "TEST")
-	if len(msgs) != 1 {
-		t.Fatalf("%d messages", len(msgs))
-	}
-	h := msgs[0].header
+	h := publishOne(t, e, p, r)
 	if got := h.Get(HeaderTopic); got != "v2.a  X-Injected: 1" || h.Get("X-Injected") != "" {
 		t.Fatalf("topic header %q, injected %q", got, h.Get("X-Injected"))
 	}
@@ -222,6 +219,8 @@ func TestPublishKeepsHeadersWellFormed(t *testing.T) {
 	}
 }
 
+// The same event from two sockets of one sidecar, and from a second replica:
+// stored once, the rest counted as duplicates.
 func TestPublishSameIDStoredOnce(t *testing.T) {
 	e := newEnv(t)
 	p1 := newPublisher(t, e.js)
