@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,7 +41,7 @@ var demoTopics = []string{
 func cmdSim(ctx context.Context, stdout, stderr io.Writer) error {
 	var ss simSettings
 	if err := env.Parse(&ss); err != nil {
-		return settingsError(err)
+		return errors.New(strings.Join(settingsProblems(err), "; "))
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	sim, err := simulator.New(simulator.Options{

@@ -127,20 +127,33 @@ func loadSettings(environ map[string]string) (Settings, error) {
 	if environ != nil {
 		opts.Environment = environ
 	}
+	// A variable that does not parse keeps its zero value, which resolve
+	// would report again: only the variables parsing did not name are added.
+	var problems []string
 	if err := env.ParseWithOptions(&s, opts); err != nil {
-		return s, settingsError(err)
+		problems = settingsProblems(err)
 	}
-	if err := s.resolve(); err != nil {
-		return s, err
+	named := map[string]bool{}
+	for _, p := range problems {
+		name, _, _ := strings.Cut(p, ":")
+		named[name] = true
+	}
+	for _, err := range s.resolve() {
+		if name, _, _ := strings.Cut(err.Error(), ":"); !named[name] {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return s, errors.New(strings.Join(problems, "; "))
 	}
 	return s, nil
 }
 
-// settingsError rewrites the env library's errors to name the variable.
-func settingsError(err error) error {
+// settingsProblems rewrites the env library's errors to name the variable.
+func settingsProblems(err error) []string {
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
-		return err
+		return []string{err.Error()}
 	}
 	lines := make([]string, 0, len(agg.Errors))
 	for _, e := range agg.Errors {
@@ -159,7 +172,7 @@ func settingsError(err error) error {
 			lines = append(lines, e.Error())
 		}
 	}
-	return errors.New(strings.Join(lines, "; "))
+	return lines
 }
 
 func expected(pe env.ParseError) string {
@@ -174,46 +187,50 @@ func expected(pe env.ParseError) string {
 	return pe.Err.Error()
 }
 
-func (s *Settings) resolve() error {
+// resolve fills derived settings and returns every problem found, one per
+// variable, so a newcomer fixes them in one go.
+func (s *Settings) resolve() []error {
+	var errs []error
+	bad := func(err error) { errs = append(errs, err) }
 	if err := mergeFile(&s.ClientID, s.ClientIDFile, "GENESYSCLOUD_OAUTHCLIENT_ID"); err != nil {
-		return err
+		bad(err)
 	}
 	if err := mergeFile(&s.ClientSecret, s.ClientSecretFile, "GENESYSCLOUD_OAUTHCLIENT_SECRET"); err != nil {
-		return err
+		bad(err)
 	}
 	if err := mergeFile(&s.NATSUser, s.NATSUserFile, "NATS_USER"); err != nil {
-		return err
+		bad(err)
 	}
 	if err := mergeFile(&s.NATSPassword, s.NATSPasswordFile, "NATS_PASSWORD"); err != nil {
-		return err
+		bad(err)
 	}
 	switch {
 	case s.APIURL != "":
 		u, err := url.Parse(s.APIURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("GENESYSCLOUD_API_URL: expected an http(s) URL such as https://api.mypurecloud.ie, got %q", s.APIURL)
+			bad(fmt.Errorf("GENESYSCLOUD_API_URL: expected an http(s) URL such as https://api.mypurecloud.ie, got %q", s.APIURL))
 		}
 		s.APIURL = strings.TrimRight(s.APIURL, "/")
 	case s.Region != "":
 		d, ok := regionDomain(s.Region)
 		if !ok {
-			return fmt.Errorf("GENESYSCLOUD_REGION: unknown region %q; expected one such as eu-west-1 or its domain mypurecloud.ie", s.Region)
+			bad(fmt.Errorf("GENESYSCLOUD_REGION: unknown region %q; expected one such as eu-west-1 or its domain mypurecloud.ie", s.Region))
 		}
 		s.APIURL = "https://api." + d
 	default:
-		return errors.New("GENESYSCLOUD_REGION: not set; set it (e.g. eu-west-1) or GENESYSCLOUD_API_URL")
+		bad(errors.New("GENESYSCLOUD_REGION: not set; set it (e.g. eu-west-1) or GENESYSCLOUD_API_URL"))
 	}
 	if s.LoginURL != "" {
 		if u, err := url.Parse(s.LoginURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("GENESYSCLOUD_LOGIN_URL: expected an http(s) URL such as https://login.mypurecloud.ie, got %q", s.LoginURL)
+			bad(fmt.Errorf("GENESYSCLOUD_LOGIN_URL: expected an http(s) URL such as https://login.mypurecloud.ie, got %q", s.LoginURL))
 		}
 		s.LoginURL = strings.TrimRight(s.LoginURL, "/")
 	}
 	if s.ClientID == "" {
-		return errors.New("GENESYSCLOUD_OAUTHCLIENT_ID: not set (or set GENESYSCLOUD_OAUTHCLIENT_ID_FILE to a file holding it)")
+		bad(errors.New("GENESYSCLOUD_OAUTHCLIENT_ID: not set (or set GENESYSCLOUD_OAUTHCLIENT_ID_FILE to a file holding it)"))
 	}
 	if s.ClientSecret == "" {
-		return errors.New("GENESYSCLOUD_OAUTHCLIENT_SECRET: not set (or set GENESYSCLOUD_OAUTHCLIENT_SECRET_FILE to a file holding it)")
+		bad(errors.New("GENESYSCLOUD_OAUTHCLIENT_SECRET: not set (or set GENESYSCLOUD_OAUTHCLIENT_SECRET_FILE to a file holding it)"))
 	}
 	topics := s.Topics[:0]
 	for _, t := range s.Topics {
@@ -223,75 +240,75 @@ func (s *Settings) resolve() error {
 	}
 	s.Topics = topics
 	if len(s.Topics) == 0 {
-		return errors.New("GCNATS_TOPICS: not set; expected comma-separated topics such as v2.routing.queues.*.conversations,v2.users.*.presence")
+		bad(errors.New("GCNATS_TOPICS: not set; expected comma-separated topics such as v2.routing.queues.*.conversations,v2.users.*.presence"))
 	}
 	if s.NATSURL == "" {
 		if _, _, err := net.SplitHostPort(s.EmbeddedListen); err != nil {
-			return fmt.Errorf("GCNATS_EMBEDDED_LISTEN: expected host:port such as 127.0.0.1:4222, got %q", s.EmbeddedListen)
+			bad(fmt.Errorf("GCNATS_EMBEDDED_LISTEN: expected host:port such as 127.0.0.1:4222, got %q", s.EmbeddedListen))
 		}
 		if s.StoreDir == "" {
-			return errors.New("GCNATS_STORE_DIR: empty; the embedded JetStream server needs a directory")
+			bad(errors.New("GCNATS_STORE_DIR: empty; the embedded JetStream server needs a directory"))
 		}
 	}
 	if (s.NATSCert == "") != (s.NATSKey == "") {
-		return errors.New("NATS_CERT and NATS_KEY: set both or neither")
+		bad(errors.New("NATS_CERT and NATS_KEY: set both or neither"))
 	}
 	for name, path := range map[string]string{"NATS_CREDS": s.NATSCreds, "NATS_NKEY": s.NATSNKey, "NATS_CA": s.NATSCA, "NATS_CERT": s.NATSCert, "NATS_KEY": s.NATSKey, "GCNATS_ROUTES_FILE": s.RoutesFile} {
 		if path == "" {
 			continue
 		}
 		if _, err := os.Stat(path); err != nil {
-			return fmt.Errorf("%s: cannot read %s: %v", name, path, errors.Unwrap(err))
+			bad(fmt.Errorf("%s: cannot read %s: %v", name, path, errors.Unwrap(err)))
 		}
 	}
 	if s.Stream == "" || strings.ContainsAny(s.Stream, " \t\r\n.*>/\\") {
-		return fmt.Errorf("GCNATS_STREAM: %q is not a valid stream name (no spaces, '.', '*', '>', '/' or '\\')", s.Stream)
+		bad(fmt.Errorf("GCNATS_STREAM: %q is not a valid stream name (no spaces, '.', '*', '>', '/' or '\\')", s.Stream))
 	}
 	if s.SubjectPrefix == "" || strings.ContainsAny(s.SubjectPrefix, " \t\r\n*>") || strings.HasPrefix(s.SubjectPrefix, ".") || strings.HasSuffix(s.SubjectPrefix, ".") || strings.Contains(s.SubjectPrefix, "..") {
-		return fmt.Errorf("GCNATS_SUBJECT_PREFIX: %q is not a valid subject prefix (dot-separated tokens, no spaces or wildcards)", s.SubjectPrefix)
+		bad(fmt.Errorf("GCNATS_SUBJECT_PREFIX: %q is not a valid subject prefix (dot-separated tokens, no spaces or wildcards)", s.SubjectPrefix))
 	}
 	if s.StreamReplicas < 1 || s.StreamReplicas > 5 {
-		return fmt.Errorf("GCNATS_STREAM_REPLICAS: %d; expected 1 to 5", s.StreamReplicas)
+		bad(fmt.Errorf("GCNATS_STREAM_REPLICAS: %d; expected 1 to 5", s.StreamReplicas))
 	}
 	if s.StreamMaxAge < 0 {
-		return errors.New("GCNATS_STREAM_MAX_AGE: must not be negative (0 keeps messages forever)")
+		bad(errors.New("GCNATS_STREAM_MAX_AGE: must not be negative (0 keeps messages forever)"))
 	}
 	if s.DedupWindow <= 0 {
-		return errors.New("GCNATS_DEDUP_WINDOW: must be positive; the dedup window is what collapses overlapping sockets")
+		bad(errors.New("GCNATS_DEDUP_WINDOW: must be positive; the dedup window is what collapses overlapping sockets"))
 	}
 	if s.StreamMaxAge > 0 && s.DedupWindow > s.StreamMaxAge {
-		return errors.New("GCNATS_DEDUP_WINDOW: longer than GCNATS_STREAM_MAX_AGE; JetStream refuses that")
+		bad(errors.New("GCNATS_DEDUP_WINDOW: longer than GCNATS_STREAM_MAX_AGE; JetStream refuses that"))
 	}
 	if s.Payload != "event" && s.Payload != "frame" {
-		return fmt.Errorf("GCNATS_PAYLOAD: %q; expected event or frame", s.Payload)
+		bad(fmt.Errorf("GCNATS_PAYLOAD: %q; expected event or frame", s.Payload))
 	}
 	if s.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(s.HTTPAddr); err != nil {
-			return fmt.Errorf("GCNATS_HTTP_ADDR: expected host:port or :port such as :8080, got %q", s.HTTPAddr)
+			bad(fmt.Errorf("GCNATS_HTTP_ADDR: expected host:port or :port such as :8080, got %q", s.HTTPAddr))
 		}
 	}
 	if _, err := parseLevel(s.LogLevel); err != nil {
-		return err
+		bad(err)
 	}
 	if s.LogFormat != "json" && s.LogFormat != "text" {
-		return fmt.Errorf("GCNATS_LOG_FORMAT: %q; expected json or text", s.LogFormat)
+		bad(fmt.Errorf("GCNATS_LOG_FORMAT: %q; expected json or text", s.LogFormat))
 	}
 	if s.MaxChannels < 1 || s.MaxChannels > 20 {
-		return fmt.Errorf("GCNATS_MAX_CHANNELS: %d; expected 1 to 20 (Genesys allows 20 channels per OAuth client)", s.MaxChannels)
+		bad(fmt.Errorf("GCNATS_MAX_CHANNELS: %d; expected 1 to 20 (Genesys allows 20 channels per OAuth client)", s.MaxChannels))
 	}
 	if s.TopicRefresh < time.Second {
-		return errors.New("GCNATS_TOPIC_REFRESH: expected at least 1s")
+		bad(errors.New("GCNATS_TOPIC_REFRESH: expected at least 1s"))
 	}
 	if s.BufferBytes < 1<<20 {
-		return errors.New("GCNATS_BUFFER_BYTES: expected at least 1MiB")
+		bad(errors.New("GCNATS_BUFFER_BYTES: expected at least 1MiB"))
 	}
 	if s.ShutdownTimeout <= 0 {
-		return errors.New("GCNATS_SHUTDOWN_TIMEOUT: must be positive")
+		bad(errors.New("GCNATS_SHUTDOWN_TIMEOUT: must be positive"))
 	}
 	if s.HeartbeatTimeout < 100*time.Millisecond {
-		return errors.New("GCNATS_HEARTBEAT_TIMEOUT: expected at least 100ms (Genesys sends a heartbeat every 30s)")
+		bad(errors.New("GCNATS_HEARTBEAT_TIMEOUT: expected at least 100ms (Genesys sends a heartbeat every 30s)"))
 	}
-	return nil
+	return errs
 }
 
 // mergeFile takes a secret from its _FILE variable when that is set.

@@ -146,3 +146,26 @@ func TestByteSize(t *testing.T) {
 		}
 	}
 }
+
+// A newcomer with nothing set learns every required variable at once.
+func TestSettingsNameEveryProblemAtOnce(t *testing.T) {
+	_, err := loadSettings(map[string]string{"GCNATS_STREAM_REPLICAS": "three"})
+	if err == nil {
+		t.Fatal("empty environment accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"GENESYSCLOUD_REGION: not set",
+		"GENESYSCLOUD_OAUTHCLIENT_ID: not set",
+		"GENESYSCLOUD_OAUTHCLIENT_SECRET: not set",
+		"GCNATS_TOPICS: not set",
+		"GCNATS_STREAM_REPLICAS: expected a whole number",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q does not name %q", msg, want)
+		}
+	}
+	if strings.Count(msg, "GCNATS_STREAM_REPLICAS") != 1 || strings.Contains(msg, "\n") {
+		t.Errorf("%q: want one line naming each variable once", msg)
+	}
+}
