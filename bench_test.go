@@ -99,7 +99,7 @@ func BenchmarkDemux(b *testing.B) {
 				if !pass {
 					b.Fatal("filtered")
 				}
-				id = publisher.MsgID(id[:0], f.Topic, f.Body)
+				id = publisher.MsgID(id[:0], f.Topic, f.CorrelationID, f.Body)
 			}
 		})
 		b.Run(fmt.Sprintf("size=%d/baseline", size), func(b *testing.B) {
@@ -153,7 +153,7 @@ func BenchmarkHotPath(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			pipe := newPipeline(ctx, table, pub, false, newMetrics(), log)
+			pipe := newPipeline(table, pub, false, newMetrics(), log)
 			var f connector.Frame
 			b.SetBytes(int64(len(frames[0])))
 			b.ReportAllocs()

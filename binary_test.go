@@ -221,13 +221,13 @@ func TestBinaryAgainstSimProcess(t *testing.T) {
 			t.Fatalf("subject %q for topic %q", m.Subject(), topic)
 		}
 		id := m.Headers().Get("Nats-Msg-Id")
-		if id != string(publisher.MsgID(nil, []byte(topic), m.Data())) {
-			t.Fatalf("Nats-Msg-Id %q is not the hash of topic and payload", id)
+		corr := m.Headers().Get("Genesys-Correlation-Id")
+		if id != string(publisher.MsgID(nil, []byte(topic), []byte(corr), m.Data())) {
+			t.Fatalf("Nats-Msg-Id %q is not the hash of topic, correlation id and payload", id)
 		}
 		if !json.Valid(m.Data()) {
 			t.Fatalf("payload is not JSON: %q", m.Data())
 		}
-		corr := m.Headers().Get("Genesys-Correlation-Id")
 		if corr == "" || correlations[corr] || ids[id] {
 			t.Fatalf("message %d repeats an event (correlation %q, id %q)", len(ids), corr, id)
 		}

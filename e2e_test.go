@@ -124,7 +124,7 @@ func TestEndToEnd(t *testing.T) {
 		if got := m.Header.Get("Genesys-Version"); got != "2" {
 			t.Errorf("event %d: Genesys-Version %q, want 2", ev.Seq, got)
 		}
-		if got, want := m.Header.Get("Nats-Msg-Id"), string(publisher.MsgID(nil, []byte(ev.Topic), ev.Body)); got != want {
+		if got, want := m.Header.Get("Nats-Msg-Id"), string(publisher.MsgID(nil, []byte(ev.Topic), []byte(ev.CorrelationID), ev.Body)); got != want {
 			t.Errorf("event %d: Nats-Msg-Id %q, want %q", ev.Seq, got, want)
 		}
 		at, err := time.Parse(time.RFC3339Nano, m.Header.Get("Genesys-Received-At"))
@@ -161,7 +161,7 @@ func TestPayloadFrame(t *testing.T) {
 		if !bytes.Equal(m.Data, ev.Frame) {
 			t.Fatalf("event %d: payload is not the frame", ev.Seq)
 		}
-		if got, want := m.Header.Get("Nats-Msg-Id"), string(publisher.MsgID(nil, []byte(ev.Topic), ev.Body)); got != want {
+		if got, want := m.Header.Get("Nats-Msg-Id"), string(publisher.MsgID(nil, []byte(ev.Topic), []byte(ev.CorrelationID), ev.Body)); got != want {
 			t.Fatalf("event %d: Nats-Msg-Id %q, want the event's %q", ev.Seq, got, want)
 		}
 	}

@@ -348,6 +348,9 @@ func TestBadFramesAreCountedNotFatal(t *testing.T) {
 		{frame: `{"topicName":42,"eventBody":{}}`},
 		{frame: `{"topicName":"v2.users.x.presence","version":"2"}`},
 		{binary: true, frame: `{"topicName":"v2.users.x.presence","eventBody":{}}`},
+		{frame: `{"message":"not an event, not an answer"}`},
+		{frame: `{}`},
+		{frame: `{"correlationId":"c1","topics":[],"result":"200","status":"subscribed"}`},
 	} {
 		if err := h.sim.SendRaw(ch.ID, bad.binary, []byte(bad.frame)); err != nil {
 			t.Fatal(err)
@@ -358,7 +361,7 @@ func TestBadFramesAreCountedNotFatal(t *testing.T) {
 	if c, _ := h.sim.Snapshot().Channel(ch.ID); c.Connects != 1 {
 		t.Errorf("bad frames cost a reconnect: %d connects", c.Connects)
 	}
-	for reason, want := range map[string]float64{"malformed": 4, "binary": 1, "no_body": 1} {
+	for reason, want := range map[string]float64{"malformed": 4, "binary": 1, "no_body": 1, "no_topic": 2} {
 		if got := counterValue(h.sc.metrics.droppedFrames.WithLabelValues(reason)); got != want {
 			t.Errorf("frames_dropped_total{reason=%q} = %v, want %v", reason, got, want)
 		}

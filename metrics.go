@@ -23,6 +23,7 @@ type metrics struct {
 	reconnects                    *prometheus.CounterVec
 	retries                       *prometheus.CounterVec
 	acked, duplicates, failed     prometheus.Counter
+	uncorrelated                  prometheus.Counter
 	ackLatency                    prometheus.Histogram
 	bufferBytes                   prometheus.Gauge
 
@@ -70,12 +71,16 @@ func newMetrics() *metrics {
 			Name: "gcnats_publish_ack_seconds", Help: "Time from publish to JetStream's ack.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		uncorrelated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gcnats_frames_uncorrelated_total",
+			Help: "Events without metadata.CorrelationId: their dedup id falls back to topic and body, so equal bodies within the duplicate window merge.",
+		}),
 		bufferBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gcnats_buffer_bytes", Help: "Bytes of events accepted and not yet acked.",
 		}),
 	}
 	m.reg.MustRegister(m.received, m.published, m.filtered, m.droppedFrames, m.reconnects, m.retries,
-		m.acked, m.duplicates, m.failed, m.ackLatency, m.bufferBytes,
+		m.acked, m.duplicates, m.failed, m.uncorrelated, m.ackLatency, m.bufferBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gcnats/gcnats/connector"
@@ -20,9 +22,7 @@ type pipeline struct {
 	frame   bool // publish the whole frame, not just eventBody
 	metrics *metrics
 	log     *slog.Logger
-	// stop ends a Publish blocked on a full buffer when shutdown gives up;
-	// the connector's own context ends earlier, when reading stops.
-	stop context.Context
+	skips   logLimiter
 
 	scratch sync.Pool // *scratch
 }
@@ -33,21 +33,24 @@ type scratch struct {
 	rec     publisher.Record
 }
 
-func newPipeline(stop context.Context, table *subjects.Table, pub *publisher.Publisher, frame bool, m *metrics, log *slog.Logger) *pipeline {
-	p := &pipeline{table: table, pub: pub, frame: frame, metrics: m, log: log, stop: stop}
+func newPipeline(table *subjects.Table, pub *publisher.Publisher, frame bool, m *metrics, log *slog.Logger) *pipeline {
+	p := &pipeline{table: table, pub: pub, frame: frame, metrics: m, log: log}
 	p.scratch.New = func() any {
 		return &scratch{subject: make([]byte, 0, 256), id: make([]byte, 0, publisher.MsgIDLen)}
 	}
 	return p
 }
 
-// HandleEvent implements connector.Handler.
-func (p *pipeline) HandleEvent(_ context.Context, f *connector.Frame, receivedAt time.Time) error {
+// HandleEvent implements connector.Handler. It returns an error only when
+// ctx ends or the publisher is closed, that is when shutting down: an event
+// that can never be stored is counted and skipped, so it costs no other
+// event and never the socket.
+func (p *pipeline) HandleEvent(ctx context.Context, f *connector.Frame, receivedAt time.Time) error {
 	counters := p.metrics.topic(f.Topic)
 	counters.received.Inc()
 	if f.Body == nil {
 		p.metrics.FrameDropped(connector.ReasonNoBody)
-		p.log.Warn("skipped an event frame without eventBody", "pattern", counters.pattern)
+		p.skipped("skipped an event frame without eventBody", "pattern", counters.pattern, "bytes", len(f.Raw))
 		return nil
 	}
 	s := p.scratch.Get().(*scratch)
@@ -59,7 +62,10 @@ func (p *pipeline) HandleEvent(_ context.Context, f *connector.Frame, receivedAt
 		counters.filtered.Inc()
 		return nil
 	}
-	s.id = publisher.MsgID(s.id[:0], f.Topic, f.Body)
+	if len(f.CorrelationID) == 0 {
+		p.metrics.uncorrelated.Inc()
+	}
+	s.id = publisher.MsgID(s.id[:0], f.Topic, f.CorrelationID, f.Body)
 	s.rec = publisher.Record{
 		Subject:       subject,
 		ID:            s.id,
@@ -72,9 +78,40 @@ func (p *pipeline) HandleEvent(_ context.Context, f *connector.Frame, receivedAt
 	if p.frame {
 		s.rec.Data = f.Raw
 	}
-	if err := p.pub.Publish(p.stop, &s.rec); err != nil {
+	err := p.pub.Publish(ctx, &s.rec)
+	switch {
+	case err == nil:
+		counters.published.Inc()
+		return nil
+	case errors.Is(err, publisher.ErrInvalidRecord):
+		// Counted by the publisher's observer (publish_too_large, …).
+		p.skipped("skipped an event no retry can store", "pattern", counters.pattern, "bytes", len(s.rec.Data), "err", err)
+		return nil
+	default:
 		return err
 	}
-	counters.published.Inc()
-	return nil
+}
+
+// skipped logs a skipped event at most once a second, whichever socket
+// reads it; the body never reaches the log.
+func (p *pipeline) skipped(msg string, args ...any) {
+	if n, ok := p.skips.allow(time.Now()); ok {
+		p.log.Warn(msg, append(args, "more_skipped_since_last_log", n)...)
+	}
+}
+
+// logLimiter lets one line through a second, from any goroutine, and
+// counts the rest.
+type logLimiter struct {
+	last       atomic.Int64
+	suppressed atomic.Int64
+}
+
+func (l *logLimiter) allow(now time.Time) (suppressed int64, ok bool) {
+	last := l.last.Load()
+	if now.UnixNano()-last < int64(time.Second) || !l.last.CompareAndSwap(last, now.UnixNano()) {
+		l.suppressed.Add(1)
+		return 0, false
+	}
+	return l.suppressed.Swap(0), true
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,8 +50,12 @@ type sidecar struct {
 	up    atomic.Bool
 	phase atomic.Value // string
 
-	stop       context.Context // ends when shutdown gives up on flushing
+	// stop ends GCNATS_SHUTDOWN_TIMEOUT after shutdown begins (the signal,
+	// or the connector failing): flushing gives up then.
+	stop       context.Context
 	cancelStop context.CancelFunc
+	stopOnce   sync.Once
+	stopTimer  *time.Timer
 }
 
 // runSidecar runs gcnats until ctx ends, then shuts down within the
@@ -74,6 +79,7 @@ func runSidecar(ctx context.Context, s Settings, log *slog.Logger, started func(
 func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar, err error) {
 	sc := &sidecar{settings: s, log: log, metrics: newMetrics()}
 	sc.stop, sc.cancelStop = context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, sc.beginShutdown)
 	sc.phase.Store("loading the routes")
 	defer func() {
 		if err != nil {
@@ -147,7 +153,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
 
-	pipe := newPipeline(sc.stop, sc.table, sc.pub, s.Payload == "frame", sc.metrics, log)
+	pipe := newPipeline(sc.table, sc.pub, s.Payload == "frame", sc.metrics, log)
 	sc.conn, err = connector.New(connector.Options{
 		APIURL:           s.APIURL,
 		LoginURL:         s.LoginURL,
@@ -157,6 +163,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		MaxChannels:      s.MaxChannels,
 		HeartbeatTimeout: s.HeartbeatTimeout,
 		TopicRefresh:     s.TopicRefresh,
+		DrainTimeout:     s.ShutdownTimeout,
 		Logger:           log,
 		Observer:         sc.metrics,
 	}, pipe)
@@ -168,11 +175,19 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 	return sc, nil
 }
 
-// shutdown flushes what was read, within the shutdown timeout, and closes
+// beginShutdown starts the shutdown timeout, once: from the signal, not
+// from when reading has stopped, since a reader may be blocked on a full
+// buffer until the very same deadline.
+func (sc *sidecar) beginShutdown() {
+	sc.stopOnce.Do(func() {
+		sc.stopTimer = time.AfterFunc(sc.settings.ShutdownTimeout, sc.cancelStop)
+	})
+}
+
+// shutdown flushes what was read, by the shutdown deadline, and closes
 // everything. The connector has stopped reading by now.
 func (sc *sidecar) shutdown() {
-	timer := time.AfterFunc(sc.settings.ShutdownTimeout, sc.cancelStop)
-	defer timer.Stop()
+	sc.beginShutdown()
 	if sc.pub != nil {
 		unflushed, err := sc.pub.Close(sc.stop)
 		if unflushed > 0 || err != nil {
@@ -192,6 +207,7 @@ func (sc *sidecar) shutdown() {
 		_ = sc.http.Shutdown(ctx)
 		cancel()
 	}
+	sc.stopTimer.Stop()
 	sc.cancelStop()
 }
 

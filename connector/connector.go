@@ -43,6 +43,10 @@ type Options struct {
 	TopicsPerChannel int           // default 1000, Genesys' limit
 	HeartbeatTimeout time.Duration // no frame for this long: reconnect; default 75s
 	TopicRefresh     time.Duration // re-expand '*' topics this often; default 5m
+	// DrainTimeout is how long, after Run's ctx ends, a Handler blocked
+	// on backpressure may still finish the frame it holds before its
+	// context ends too. Default 0: at once.
+	DrainTimeout time.Duration
 
 	Logger   *slog.Logger
 	Observer Observer

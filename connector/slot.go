@@ -308,7 +308,7 @@ func (s *slot) connect(ctx context.Context, ch *channelInfo, tokenAfter time.Tim
 
 // dial opens a socket on ch and returns once a pong shows it receiving.
 func (s *slot) dial(ctx context.Context, ch channelInfo, events chan<- socketEvent) (*socket, error) {
-	sock, err := dialSocket(ctx, ch, s.c.opts.HeartbeatTimeout, s.c.handler, s.c.obs, s.log)
+	sock, err := dialSocket(ctx, ch, s.c.opts.HeartbeatTimeout, s.c.opts.DrainTimeout, s.c.handler, s.c.obs, s.log)
 	if err != nil {
 		return nil, err
 	}

@@ -44,13 +44,16 @@ const (
 	ReasonBinary    = "binary"    // a binary frame; Genesys sends text only
 	ReasonTooLarge  = "too_large" // a frame over the read limit
 	ReasonNoBody    = "no_body"   // an event frame without eventBody
+	ReasonNoTopic   = "no_topic"  // neither an event (no topicName) nor a control answer (no result)
 )
 
 const (
 	topicMetadata = "channel.metadata"
 	topicClosing  = "v2.system.socket_closing"
-	// maxFrameBytes bounds one frame; Genesys conversation events run to
-	// tens of KB.
+	// maxFrameBytes bounds the memory one frame may take. Genesys documents
+	// no maximum; conversation events run to tens of KB. A larger frame
+	// is read to its end and skipped, so the socket and the events after
+	// it survive.
 	maxFrameBytes = 16 << 20
 )
 
@@ -71,6 +74,7 @@ type socket struct {
 	obs     Observer
 	handler Handler
 	timeout time.Duration // no frame for this long: stalled
+	drain   time.Duration // after ctx ends, how long the handler may still block
 
 	writeMu sync.Mutex
 
@@ -103,7 +107,7 @@ var dialer = websocket.Dialer{
 // errChannelGone means Genesys no longer knows the channel.
 var errChannelGone = errors.New("channel gone")
 
-func dialSocket(ctx context.Context, ch channelInfo, timeout time.Duration, h Handler, obs Observer, log *slog.Logger) (*socket, error) {
+func dialSocket(ctx context.Context, ch channelInfo, timeout, drain time.Duration, h Handler, obs Observer, log *slog.Logger) (*socket, error) {
 	conn, resp, err := dialer.DialContext(ctx, ch.ConnectURI, nil)
 	if resp != nil && resp.Body != nil {
 		resp.Body.Close()
@@ -117,7 +121,6 @@ func dialSocket(ctx context.Context, ch channelInfo, timeout time.Duration, h Ha
 		}
 		return nil, fmt.Errorf("dial channel: %w", redactURL(err, ch.ConnectURI))
 	}
-	conn.SetReadLimit(maxFrameBytes)
 	s := &socket{
 		conn:    conn,
 		channel: ch,
@@ -125,6 +128,7 @@ func dialSocket(ctx context.Context, ch channelInfo, timeout time.Duration, h Ha
 		obs:     obs,
 		handler: h,
 		timeout: timeout,
+		drain:   drain,
 		pong:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -236,7 +240,8 @@ func (s *socket) watch() {
 
 func (s *socket) read(ctx context.Context, events chan<- socketEvent) {
 	defer close(s.done)
-	hctx := context.WithoutCancel(ctx)
+	hctx, cancelHandler := drainContext(ctx, s.drain)
+	defer cancelHandler()
 	var f Frame
 	buf := make([]byte, 0, 64<<10)
 	report := func(ev socketEvent) {
@@ -250,20 +255,16 @@ func (s *socket) read(ctx context.Context, events chan<- socketEvent) {
 	for {
 		s.waitingSince.Store(time.Now().UnixNano())
 		typ, r, err := s.conn.NextReader()
+		var size int
 		if err == nil {
-			buf, err = readFrame(buf[:0], r)
+			buf, size, err = readFrame(buf[:0], r, maxFrameBytes)
 		}
 		at := time.Now()
 		s.waitingSince.Store(0)
 		if err != nil {
 			reason := ReasonClosed
-			switch {
-			case s.stalled.Load():
+			if s.stalled.Load() {
 				reason = ReasonStall
-			case errors.Is(err, websocket.ErrReadLimit):
-				reason = ReasonTooLarge
-				s.obs.FrameDropped(ReasonTooLarge)
-				s.log.Error("frame over the read limit, reconnecting", "limit", maxFrameBytes)
 			}
 			if s.closing.Load() {
 				err = nil
@@ -273,6 +274,10 @@ func (s *socket) read(ctx context.Context, events chan<- socketEvent) {
 			return
 		}
 		s.lastFrame.Store(at.UnixNano())
+		if size > len(buf) {
+			s.skipped(ReasonTooLarge, at, "bytes", size, "limit", maxFrameBytes)
+			continue
+		}
 		if typ != websocket.TextMessage {
 			s.skipped(ReasonBinary, at, "bytes", len(buf))
 			continue
@@ -283,11 +288,15 @@ func (s *socket) read(ctx context.Context, events chan<- socketEvent) {
 		}
 		switch {
 		case f.Topic == nil:
-			if bytes.Equal(f.Result, []byte("404")) {
+			switch {
+			case bytes.Equal(f.Result, []byte("404")):
 				report(socketEvent{reason: ReasonGone})
-				continue
+			case f.Result == nil:
+				s.skipped(ReasonNoTopic, at, "bytes", len(buf))
+			default:
+				// A socket subscribe's answer; gcnats subscribes over REST.
+				s.log.Debug("control answer", "result", string(f.Result))
 			}
-			s.log.Debug("control answer", "result", string(f.Result))
 		case string(f.Topic) == topicMetadata:
 			if msg := BodyMessage(&f); bytes.Equal(msg, []byte("pong")) {
 				select {
@@ -326,20 +335,44 @@ func (s *socket) skipped(reason string, now time.Time, args ...any) {
 }
 
 // readFrame reads one message into buf, growing it only when a frame is
-// larger than any before it.
-func readFrame(buf []byte, r io.Reader) ([]byte, error) {
+// larger than any before it, and returns the message's size. Past limit
+// bytes it reads the rest without keeping it: the caller sees size >
+// len(buf) and skips the frame, and the socket reads on.
+func readFrame(buf []byte, r io.Reader, limit int) ([]byte, int, error) {
 	for {
+		if len(buf) == limit {
+			n, err := io.Copy(io.Discard, r)
+			return buf, limit + int(n), err
+		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
+		n, err := r.Read(buf[len(buf):min(cap(buf), limit)])
 		buf = buf[:len(buf)+n]
 		if err == io.EOF {
-			return buf, nil
+			return buf, len(buf), nil
 		}
 		if err != nil {
-			return buf, err
+			return buf, len(buf), err
 		}
+	}
+}
+
+// drainContext is ctx without its cancellation, ended drain after ctx
+// ends: a handler blocked on backpressure may still finish the frame it
+// holds, within the shutdown deadline.
+func drainContext(ctx context.Context, drain time.Duration) (context.Context, context.CancelFunc) {
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		if drain <= 0 {
+			cancel()
+			return
+		}
+		time.AfterFunc(drain, cancel)
+	})
+	return hctx, func() {
+		stop()
+		cancel()
 	}
 }
 

@@ -200,7 +200,7 @@ func testRecord(i int, data []byte) *Record {
 	data = fmt.Appendf(data[:0], `{"n":%d,"pad":"%s"}`, i, strings.Repeat("x", i%50))
 	return &Record{
 		Subject:    []byte("t." + topic),
-		ID:         MsgID(nil, []byte(topic), data),
+		ID:         MsgID(nil, []byte(topic), nil, data),
 		Topic:      []byte(topic),
 		Version:    []byte("2"),
 		ReceivedAt: time.Unix(1700000000, int64(i)).UTC(),

@@ -10,10 +10,11 @@ import (
 )
 
 func TestMsgID(t *testing.T) {
-	topic := []byte("v2.routing.queues.8f0c.conversations")
-	body := []byte(`{"id":"c1","participants":[]}`)
+	topic := []byte("v2.routing.queues.8f0c.users")
+	corr := []byte("5a3b1c2d-0000-4000-8000-000000000001")
+	body := []byte(`{"id":"u1","joined":true}`)
 
-	got := MsgID(nil, topic, body)
+	got := MsgID(nil, topic, corr, body)
 	if len(got) != MsgIDLen {
 		t.Fatalf("len = %d, want %d", len(got), MsgIDLen)
 	}
@@ -21,25 +22,34 @@ func TestMsgID(t *testing.T) {
 	// Spelled out independently, so a change of the scheme cannot pass
 	// unnoticed: ids must stay stable across releases or the duplicate
 	// window stops working during an upgrade.
-	var n [8]byte
+	var n, m [8]byte
 	binary.BigEndian.PutUint64(n[:], uint64(len(topic)))
-	sum := sha256.Sum256(append(append(n[:], topic...), body...))
+	binary.BigEndian.PutUint64(m[:], uint64(len(corr)))
+	in := append(append(append(append(n[:], topic...), m[:]...), corr...), body...)
+	sum := sha256.Sum256(in)
 	if want := hex.EncodeToString(sum[:16]); string(got) != want {
 		t.Fatalf("MsgID = %s, want %s", got, want)
 	}
 
-	if again := MsgID(nil, topic, body); !bytes.Equal(again, got) {
+	if again := MsgID(nil, topic, corr, body); !bytes.Equal(again, got) {
 		t.Fatalf("not deterministic: %s vs %s", again, got)
 	}
-	if other := MsgID(nil, topic, []byte(`{"id":"c2","participants":[]}`)); bytes.Equal(other, got) {
+	// The same body twice is two events when Genesys says so.
+	if other := MsgID(nil, topic, []byte("5a3b1c2d-0000-4000-8000-000000000002"), body); bytes.Equal(other, got) {
+		t.Fatal("equal bodies with different correlation ids share an id")
+	}
+	if other := MsgID(nil, topic, corr, []byte(`{"id":"u1","joined":false}`)); bytes.Equal(other, got) {
 		t.Fatal("different bodies share an id")
 	}
-	// The length prefix keeps topic and body apart.
-	if a, b := MsgID(nil, []byte("ab"), []byte("c")), MsgID(nil, []byte("a"), []byte("bc")); bytes.Equal(a, b) {
+	// The length prefixes keep the parts apart.
+	if a, b := MsgID(nil, []byte("ab"), nil, []byte("c")), MsgID(nil, []byte("a"), nil, []byte("bc")); bytes.Equal(a, b) {
 		t.Fatal("topic/body boundary is ambiguous")
 	}
+	if a, b := MsgID(nil, []byte("t"), []byte("ab"), []byte("c")), MsgID(nil, []byte("t"), []byte("a"), []byte("bc")); bytes.Equal(a, b) {
+		t.Fatal("correlation id/body boundary is ambiguous")
+	}
 	// Appends to dst.
-	if got := MsgID([]byte("x-"), topic, body); !bytes.HasPrefix(got, []byte("x-")) || len(got) != 2+MsgIDLen {
+	if got := MsgID([]byte("x-"), topic, corr, body); !bytes.HasPrefix(got, []byte("x-")) || len(got) != 2+MsgIDLen {
 		t.Fatalf("append: %q", got)
 	}
 }
@@ -48,7 +58,7 @@ func TestMsgIDAllocs(t *testing.T) {
 	topic := []byte("v2.users.1234.presence")
 	body := bytes.Repeat([]byte("x"), 4096)
 	dst := make([]byte, 0, MsgIDLen)
-	allocs := testing.AllocsPerRun(100, func() { dst = MsgID(dst[:0], topic, body) })
+	allocs := testing.AllocsPerRun(100, func() { dst = MsgID(dst[:0], topic, []byte("5a3b1c2d-0000-4000-8000-000000000001"), body) })
 	if allocs != 0 {
 		t.Fatalf("MsgID allocates %.1f times per call", allocs)
 	}
@@ -60,10 +70,11 @@ func BenchmarkMsgID(b *testing.B) {
 		body := bytes.Repeat([]byte("e"), size)
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
 			dst := make([]byte, 0, MsgIDLen)
+			corr := []byte("5a3b1c2d-0000-4000-8000-000000000001")
 			b.SetBytes(int64(len(topic) + size))
 			b.ReportAllocs()
 			for b.Loop() {
-				dst = MsgID(dst[:0], topic, body)
+				dst = MsgID(dst[:0], topic, corr, body)
 			}
 		})
 	}

@@ -59,7 +59,7 @@ var (
 // may reuse every buffer as soon as Publish returns.
 type Record struct {
 	Subject       []byte
-	ID            []byte    // Nats-Msg-Id; empty: MsgID(Topic, Data)
+	ID            []byte    // Nats-Msg-Id; empty: MsgID(Topic, CorrelationID, Data)
 	Topic         []byte    // Genesys-Topic
 	Version       []byte    // Genesys-Version; header omitted when empty
 	CorrelationID []byte    // Genesys-Correlation-Id; header omitted when empty
@@ -571,7 +571,7 @@ func (rc *rec) fill(r *Record) {
 	if len(r.ID) > 0 {
 		b = append(b, r.ID...)
 	} else {
-		b = MsgID(b, r.Topic, r.Data)
+		b = MsgID(b, r.Topic, r.CorrelationID, r.Data)
 	}
 	id := len(b)
 	b = append(b, r.Topic...)

@@ -101,7 +101,7 @@ func TestPublishStoresEachOnceWithHeaders(t *testing.T) {
 		topic = append(topic[:0], topicS...)
 		subj = append(append(subj[:0], "t."...), topicS...)
 		data = fmt.Appendf(data[:0], `{"i":%d,"body":"%s"}`, i, bytes.Repeat([]byte{'a' + byte(i%26)}, i))
-		id = MsgID(id[:0], topic, data)
+		id = MsgID(id[:0], topic, nil, data)
 		version = version[:0]
 		corr = corr[:0]
 		hdr := map[string]string{
@@ -177,7 +177,7 @@ func TestPublishMissingIDUsesMsgID(t *testing.T) {
 	p := newPublisher(t, e.js)
 	r := &Record{Subject: []byte("t.x"), Topic: []byte("v2.x"), Data: []byte(`{"a":1}`)}
 	h := publishOne(t, e, p, r)
-	if got, want := h.Get(HeaderMsgID), string(MsgID(nil, r.Topic, r.Data)); got != want {
+	if got, want := h.Get(HeaderMsgID), string(MsgID(nil, r.Topic, r.CorrelationID, r.Data)); got != want {
 		t.Fatalf("id %q, want %q", got, want)
 	}
 	at, err := time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt))

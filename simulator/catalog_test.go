@@ -41,7 +41,8 @@ func TestCatalogMatchesEmbeddedMappings(t *testing.T) {
 
 // TestEveryTopicModel generates two events for a concrete topic of every
 // pattern and checks that each body decodes into the topic's SDK model
-// without losing a key, and that the two bodies differ.
+// without losing a key. Two bodies may be equal: many models carry no
+// timestamp, and Genesys repeats those bytes.
 func TestEveryTopicModel(t *testing.T) {
 	s, err := New(Options{})
 	if err != nil {
@@ -63,10 +64,6 @@ func TestEveryTopicModel(t *testing.T) {
 		a, err := s.gen.body(topic)
 		if err != nil {
 			t.Fatalf("%s: %v", topic, err)
-		}
-		b, _ := s.gen.body(topic)
-		if string(a) == string(b) {
-			t.Errorf("%s: two events with the same body %s", p.Pattern, a)
 		}
 		if len(a) <= 2 {
 			t.Errorf("%s: empty body", p.Pattern)

@@ -1,7 +1,10 @@
 package simulator
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
@@ -114,6 +117,32 @@ func (s *Server) Emit(topics ...string) []Event {
 		topics = s.subscribedTopics()
 	}
 	return s.emit(topics)
+}
+
+// EmitBody delivers one event on topic with exactly body as its eventBody,
+// as Emit does: for the inputs that matter to a consumer, such as the same
+// body twice (Genesys repeats bodies that carry no timestamp) or an event
+// larger than NATS' default max_payload. body must be a JSON value.
+func (s *Server) EmitBody(topic string, body []byte) (Event, error) {
+	if !json.Valid(body) {
+		return Event{}, fmt.Errorf("emit body on %s: not a JSON value", topic)
+	}
+	out, ok := s.deliver(nil, []string{topic}, [][]byte{bytes.Clone(body)})
+	if !ok {
+		return Event{}, errors.New("emit body: simulator closed")
+	}
+	return out[0], nil
+}
+
+// BodyOfSize builds the body of one event on topic, its SDK model padded
+// to size bytes (Genesys documents no maximum; conversation objects with
+// many participants run large). Emit it with EmitBody.
+func (s *Server) BodyOfSize(topic string, size int) ([]byte, error) {
+	b, err := s.gen.paddedBody(topic, size)
+	if err != nil {
+		return nil, fmt.Errorf("body of size %d for %s: %w", size, topic, err)
+	}
+	return b, nil
 }
 
 // EmitN generates n events cycling over topics (every currently subscribed

@@ -15,9 +15,11 @@ import (
 )
 
 // generator builds event bodies: SDK topic models filled with plausible data
-// and marshalled by the SDK's own MarshalJSON. Every body is unique: each
-// carries a timestamp from a strictly increasing microsecond clock (or a
-// fresh id), because a sidecar deduplicates on hash(topic, eventBody).
+// and marshalled by the SDK's own MarshalJSON. Bodies are as unique as the
+// models make them, no more: a model with a timestamp gets the event's
+// time (from a strictly increasing microsecond clock), while one without
+// (a queue member's {"id":…,"joined":true}) repeats byte for byte, as
+// Genesys' do. A consumer must not take two equal bodies for one event.
 type generator struct {
 	org     *atomic.Pointer[org]
 	seed    uint64
@@ -173,8 +175,14 @@ var builders = map[string]builder{
 	},
 }
 
-// body builds the eventBody for one event on topic.
+// body builds the eventBody for one event on topic, padded as configured.
 func (g *generator) body(topic string) ([]byte, error) {
+	return g.paddedBody(topic, g.padding)
+}
+
+// paddedBody builds the eventBody for one event on topic, padded to at
+// least padding bytes where its model has room.
+func (g *generator) paddedBody(topic string, padding int) ([]byte, error) {
 	n := g.n.Add(1)
 	e := &evctx{
 		n:     n,
@@ -193,7 +201,7 @@ func (g *generator) body(topic string) ([]byte, error) {
 	e.kinds = idKinds(p.Pattern)
 
 	b := g.build(e, p)
-	if g.padding <= 0 || b.pad == nil {
+	if padding <= 0 || b.pad == nil {
 		return b.marshal()
 	}
 	b.pad(padMarker)
@@ -205,7 +213,7 @@ func (g *generator) body(topic string) ([]byte, error) {
 	if i < 0 {
 		return nil, fmt.Errorf("padding lost in the %s model", p.Class)
 	}
-	need := g.padding - (len(out) - len(padMarker))
+	need := padding - (len(out) - len(padMarker))
 	if need <= 0 {
 		// Already as large as asked: no padding field at all.
 		b.pad("")
@@ -508,18 +516,17 @@ func buildQueueCallConversation(e *evctx) built {
 func buildQueueMember(e *evctx) built {
 	q := e.queue()
 	u := e.member(q, 0)
-	props := map[string]any{"dateModified": e.now.Format("2006-01-02T15:04:05.000000Z")}
-	m := pc.Queueusereventtopicqueuemember{
-		Id:                   ptr(u.ID),
-		User:                 &pc.Queueusereventtopicuserreference{Id: ptr(u.ID)},
-		QueueId:              ptr(q.ID),
-		Joined:               ptr(e.n%2 == 0),
-		AdditionalProperties: &props,
+	// No timestamp: Genesys sends the same bytes each time an agent joins.
+	m := &pc.Queueusereventtopicqueuemember{
+		Id:      ptr(u.ID),
+		User:    &pc.Queueusereventtopicuserreference{Id: ptr(u.ID)},
+		QueueId: ptr(q.ID),
+		Joined:  ptr(e.n%2 == 0),
 	}
 	return built{model: m, pad: func(s string) {
-		delete(props, "simPadding")
+		m.AdditionalProperties = nil
 		if s != "" {
-			props["simPadding"] = s
+			m.AdditionalProperties = &map[string]any{"simPadding": s}
 		}
 	}}
 }
@@ -602,20 +609,15 @@ func fillGeneric(e *evctx, t reflect.Type) built {
 	f := &genericFiller{e: e, detail: strings.HasPrefix(e.topic, "v2.detail.events.conversation.")}
 	v := reflect.New(t)
 	f.fillStruct(v.Elem(), 0)
-	if !f.unique {
-		// Nothing filled varies per event: mark a free field with the
-		// event's clock and number so the body is still unique.
-		switch {
-		case f.freeString.IsValid():
-			f.freeString.Set(reflect.ValueOf(ptr(fmt.Sprintf("sim-%d-%d", e.now.UnixMicro(), e.n))))
-			if f.freeString == f.pad {
-				f.pad = reflect.Value{}
-			}
-		case f.freeInt.IsValid():
-			f.freeInt.Set(reflect.ValueOf(ptr(int(e.n))))
+	prune(v.Elem())
+	if v.Elem().IsZero() && f.free.IsValid() {
+		// Nothing this filler knows applies (enums, free text): a constant
+		// value keeps the body from being {} without making it unique.
+		f.free.Set(reflect.ValueOf(ptr("simulated")))
+		if f.free == f.pad {
+			f.pad = reflect.Value{}
 		}
 	}
-	prune(v.Elem())
 	b := built{model: v.Interface()}
 	if pad := f.pad; pad.IsValid() {
 		b.pad = func(p string) { pad.Set(reflect.ValueOf(optional(p))) }
@@ -626,10 +628,9 @@ func fillGeneric(e *evctx, t reflect.Type) built {
 type genericFiller struct {
 	e      *evctx
 	detail bool
-	unique bool
-	// pad is a free top-level string (padding goes there); freeString and
-	// freeInt are the first free fields at any depth.
-	pad, freeString, freeInt reflect.Value
+	// pad is a free top-level string: padding goes there. free is the first
+	// free string at any depth, for a model nothing else fills.
+	pad, free reflect.Value
 }
 
 func (f *genericFiller) fillStruct(s reflect.Value, depth int) {
@@ -649,12 +650,12 @@ func (f *genericFiller) fillField(name string, fv reflect.Value, depth int) {
 	switch {
 	case ft == typeTime:
 		fv.Set(reflect.ValueOf(ptr(e.now)))
-		f.unique = true
 	case ft == typeInt:
 		if name == "EventTime" {
 			fv.Set(reflect.ValueOf(ptr(int(e.now.UnixMilli()))))
-		} else if !f.freeInt.IsValid() {
-			f.freeInt = fv
+		} else {
+			// Counts and percentages: small, and they repeat, as real ones do.
+			fv.Set(reflect.ValueOf(ptr(e.rnd.IntN(100))))
 		}
 	case ft == typeString:
 		switch {
@@ -663,7 +664,6 @@ func (f *genericFiller) fillField(name string, fv reflect.Value, depth int) {
 				set(id)
 			} else {
 				set(e.uuid())
-				f.unique = true
 			}
 		case name == "QueueId":
 			set(e.queue().ID)
@@ -673,11 +673,9 @@ func (f *genericFiller) fillField(name string, fv reflect.Value, depth int) {
 			set(e.org.division.ID)
 		case name == "Id" || strings.HasSuffix(name, "Id"):
 			set(e.uuid())
-			f.unique = true
 		case name == "Interval":
 			// Analytics intervals are ISO-8601 "start/end".
 			set(e.now.Format("2006-01-02T15:04:05.000000Z") + "/" + e.now.Add(30*time.Minute).Format("2006-01-02T15:04:05.000000Z"))
-			f.unique = true
 		case f.detail && name == "MediaType":
 			set("voice")
 		case f.detail && name == "Provider":
@@ -692,8 +690,8 @@ func (f *genericFiller) fillField(name string, fv reflect.Value, depth int) {
 			if depth == 0 && !f.pad.IsValid() {
 				f.pad = fv
 			}
-			if !f.freeString.IsValid() {
-				f.freeString = fv
+			if !f.free.IsValid() {
+				f.free = fv
 			}
 		}
 	case ft == typeStringMap && name == "Group" && len(e.ids) > 0:

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gcnats/gcnats/simulator"
+)
+
+// TestOversizedEventsCostNoOtherEvent sends, among ordinary events, one
+// event over NATS' 1 MiB max_payload, one over the sidecar's read limit
+// and one that fits at 600 KiB. The two that cannot be stored are skipped
+// and counted; the socket stays up and every other event is stored once,
+// the large one byte for byte.
+func TestOversizedEventsCostNoOtherEvent(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, nil)
+	h.start(faultTopicCount)
+	ch := h.onlyChannel()
+	topic := "v2.routing.queues." + h.sim.Queues()[0].ID + ".conversations"
+
+	emitSized := func(size int) simulator.Event {
+		t.Helper()
+		body, err := h.sim.BodyOfSize(topic, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := h.sim.EmitBody(topic, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	events := h.sim.Emit()
+	tooLarge := emitSized(2 << 20)
+	events = append(events, h.sim.Emit()...)
+	overLimit := emitSized(17 << 20)
+	events = append(events, h.sim.Emit()...)
+	large := emitSized(600 << 10)
+	events = append(events, large)
+	events = append(events, h.sim.Emit()...)
+
+	msgs := h.collect("GENESYS", len(events))
+	acc := account(append(events, tooLarge, overLimit), msgs, func(ev simulator.Event) bool {
+		return ev.Seq == tooLarge.Seq || ev.Seq == overLimit.Seq
+	})
+	if acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
+		t.Fatalf("%v; lost %v\n%s", acc, acc.lost, h.logs)
+	}
+	for _, m := range msgs {
+		if m.Header.Get("Genesys-Correlation-Id") == large.CorrelationID && !bytes.Equal(m.Data, large.Body) {
+			t.Fatalf("the 600 KiB event is stored as %d bytes, not its body", len(m.Data))
+		}
+	}
+	if c, _ := h.sim.Snapshot().Channel(ch.ID); c.Connects != 1 {
+		t.Errorf("oversized events cost a reconnect: %d connects", c.Connects)
+	}
+	for reason, want := range map[string]float64{"publish_too_large": 1, "too_large": 1} {
+		if got := counterValue(h.sc.metrics.droppedFrames.WithLabelValues(reason)); got != want {
+			t.Errorf("frames_dropped_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	logs := h.logs.full()
+	if !strings.Contains(logs, "skipped an event no retry can store") || !strings.Contains(logs, "v2.routing.queues.{id}.conversations") {
+		t.Errorf("the oversized event was not logged with its topic pattern:\n%s", h.logs)
+	}
+	if strings.Contains(logs, "Simulated padding") {
+		t.Error("an event body reached the log")
+	}
+	t.Logf("oversized: sent %d + 2 oversized, stored %d, lost 0, duplicated 0, 1 socket connect", len(events), len(msgs))
+}
+
+// TestIdenticalBodiesAreDistinctEvents has an agent join, leave and join a
+// queue again. Queue membership carries no timestamp, so the first and
+// third bodies are byte-identical; two replicas read both. Each of the
+// three events is stored exactly once.
+func TestIdenticalBodiesAreDistinctEvents(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, map[string]string{"GCNATS_TOPICS": "v2.routing.queues.*.users"})
+	h.start(2)
+	second := h.startReplica()
+	h.waitSim("both replicas' channels connected", func(s simulator.Snapshot) bool {
+		connected := 0
+		for _, c := range s.Channels {
+			if c.Connected && len(c.Topics) == 2 {
+				connected++
+			}
+		}
+		return connected == 2
+	})
+	q, u := h.sim.Queues()[0].ID, h.sim.Users()[0].ID
+	topic := "v2.routing.queues." + q + ".users"
+	var events []simulator.Event
+	for _, joined := range []bool{true, false, true} {
+		body := fmt.Appendf(nil, `{"id":%q,"user":{"id":%q},"queueId":%q,"joined":%t}`, u, u, q, joined)
+		ev, err := h.sim.EmitBody(topic, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Delivered != 2 {
+			t.Fatalf("event %d delivered to %d sockets, want both replicas'", ev.Seq, ev.Delivered)
+		}
+		events = append(events, ev)
+	}
+	if !bytes.Equal(events[0].Body, events[2].Body) {
+		t.Fatal("the test needs byte-identical bodies")
+	}
+	// The generator repeats membership bodies too.
+	events = append(events, h.sim.EmitN(20, topic)...)
+
+	msgs := h.collect("GENESYS", len(events))
+	if err := second.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.streamMsgs("GENESYS"); n != uint64(len(events)) {
+		t.Fatalf("stream holds %d messages for %d events", n, len(events))
+	}
+	acc := account(events, msgs, nil)
+	if acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
+		t.Fatalf("%v; lost %v", acc, acc.lost)
+	}
+	var joins []string
+	for _, m := range msgs[:3] {
+		joins = append(joins, string(m.Data))
+	}
+	if joins[0] != joins[2] || joins[0] == joins[1] {
+		t.Fatalf("join, leave, join stored as %q", joins)
+	}
+	dups := counterValue(h.sc.metrics.duplicates) + counterValue(second.sc.metrics.duplicates)
+	t.Logf("identical bodies, two replicas: sent %d, stored %d, lost 0, duplicated 0 (JetStream collapsed %v)", len(events), len(msgs), dups)
+}
+
+// TestShutdownWithNATSDownAndBufferFull sends SIGTERM while NATS is down
+// and the buffer is full, so the socket reader is blocked handing over an
+// event: the process still exits within GCNATS_SHUTDOWN_TIMEOUT and says
+// how many events it could not flush.
+func TestShutdownWithNATSDownAndBufferFull(t *testing.T) {
+	h := faultHarness(t, simulator.Options{BodyPadding: 32 << 10}, map[string]string{
+		"GCNATS_BUFFER_BYTES":     "1MiB",
+		"GCNATS_SHUTDOWN_TIMEOUT": "2s",
+	})
+	h.start(faultTopicCount)
+	h.stopNATS()
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	defer em.finish()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	// Full: a 32 KiB event no longer fits, and the org keeps writing.
+	full := func() bool { return h.sc.pub.Stats().BufferedBytes > 1<<20-32<<10 }
+	for tick := time.NewTicker(5 * time.Millisecond); !full(); {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("the buffer never filled: %d bytes", h.sc.pub.Stats().BufferedBytes)
+		}
+	}
+	em.waitMore(h, 10)
+
+	start := time.Now()
+	if err := h.stop(); err != nil {
+		t.Fatalf("sidecar stopped with %v", err)
+	}
+	took := time.Since(start)
+	if took > 3*time.Second {
+		t.Fatalf("shutdown took %s with a 2s timeout", took)
+	}
+	if logs := h.logs.full(); !strings.Contains(logs, "shutdown could not flush every event") || !strings.Contains(logs, "unflushed=") {
+		t.Errorf("shutdown did not say what it could not flush:\n%s", h.logs)
+	}
+	t.Logf("shutdown with NATS down and the buffer full took %s (timeout 2s)", took.Round(time.Millisecond))
+}
