@@ -86,6 +86,9 @@ type socket struct {
 	waitingSince  atomic.Int64
 	stalled       atomic.Bool
 	closing       atomic.Bool
+	// audit, set during a handover, notes each event for the check of
+	// correlation ids across the old and the new socket.
+	audit atomic.Pointer[auditTap]
 
 	// Owned by the reader: skipped frames are each counted but logged at
 	// most once a second, so a stream of bad frames cannot flood the log.
@@ -309,6 +312,9 @@ func (s *socket) read(ctx context.Context, events chan<- socketEvent) {
 		case string(f.Topic) == topicClosing:
 			report(socketEvent{reason: ReasonClosing})
 		default:
+			if tap := s.audit.Load(); tap != nil {
+				tap.audit.observe(tap.side, f.Topic, f.CorrelationID, f.Body)
+			}
 			if err := s.handler.HandleEvent(hctx, &f, at); err != nil {
 				s.conn.Close()
 				report(socketEvent{reason: ReasonClosed, ended: true, err: fmt.Errorf("handle event: %w", err)})
