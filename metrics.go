@@ -24,6 +24,7 @@ type metrics struct {
 	retries                       *prometheus.CounterVec
 	acked, duplicates, failed     prometheus.Counter
 	uncorrelated                  prometheus.Counter
+	handoverAudit                 *prometheus.CounterVec
 	ackLatency                    prometheus.Histogram
 	bufferBytes                   prometheus.Gauge
 
@@ -75,12 +76,16 @@ func newMetrics() *metrics {
 			Name: "gcnats_frames_uncorrelated_total",
 			Help: "Events without metadata.CorrelationId: their dedup id falls back to topic and body, so equal bodies within the duplicate window merge.",
 		}),
+		handoverAudit: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcnats_handover_correlation_total",
+			Help: "Event bodies both sockets of a handover read, by whether they shared a correlation id (match) or not (mismatch: the dedup id's assumption fails).",
+		}, []string{"result"}),
 		bufferBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gcnats_buffer_bytes", Help: "Bytes of events accepted and not yet acked.",
 		}),
 	}
 	m.reg.MustRegister(m.received, m.published, m.filtered, m.droppedFrames, m.reconnects, m.retries,
-		m.acked, m.duplicates, m.failed, m.uncorrelated, m.ackLatency, m.bufferBytes,
+		m.acked, m.duplicates, m.failed, m.uncorrelated, m.handoverAudit, m.ackLatency, m.bufferBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -121,6 +126,12 @@ func (m *metrics) FrameDropped(reason string) { m.droppedFrames.WithLabelValues(
 
 // Reconnect implements connector.Observer.
 func (m *metrics) Reconnect(reason string) { m.reconnects.WithLabelValues(reason).Inc() }
+
+// HandoverAudited implements connector.Observer.
+func (m *metrics) HandoverAudited(match, mismatch int) {
+	m.handoverAudit.WithLabelValues("match").Add(float64(match))
+	m.handoverAudit.WithLabelValues("mismatch").Add(float64(mismatch))
+}
 
 // watchConnector exports the connector's channel state at each scrape.
 func (m *metrics) watchConnector(c *connector.Connector) {

@@ -21,12 +21,17 @@ import (
 type Observer interface {
 	FrameDropped(reason string)
 	Reconnect(reason string)
+	// HandoverAudited reports, after a handover, how many event bodies
+	// both sockets read with a correlation id in common (match) and with
+	// none (mismatch); see correlationAudit.
+	HandoverAudited(match, mismatch int)
 }
 
 type nopObserver struct{}
 
-func (nopObserver) FrameDropped(string) {}
-func (nopObserver) Reconnect(string)    {}
+func (nopObserver) FrameDropped(string)      {}
+func (nopObserver) Reconnect(string)         {}
+func (nopObserver) HandoverAudited(int, int) {}
 
 // Options configure a Connector.
 type Options struct {
