@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 PKGS     := ./...
 
-.PHONY: build test demo bench lint fuzz image clean
+.PHONY: build test chaos demo bench lint fuzz image clean
 
 build: ## the gcnats binary, static
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o gcnats .
@@ -12,6 +12,9 @@ build: ## the gcnats binary, static
 test: lint ## lint, then every test with the race detector, then the Kubernetes manifests
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	cd k8s && $(GO) test -count=1 ./...
+
+chaos: ## a seeded, randomized fault schedule against every guarantee; GCNATS_CHAOS_SEED replays one
+	GCNATS_CHAOS_DURATION=$${GCNATS_CHAOS_DURATION:-5m} $(GO) test -race -count=1 -timeout 0 -run '^TestChaos$$' -v .
 
 demo: ## JetStream, a simulated Genesys org and the sidecar, all embedded
 	$(GO) run . demo

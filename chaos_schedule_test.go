@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+)
+
+// A chaos run injects faults drawn from a seed, in the manner of
+// FoundationDB's simulation: the seed fixes the schedule (which fault,
+// when, for how long, against which target by rank), so a failing seed
+// replays the same schedule. What each fault meets (which channels are
+// live at that moment) depends on timing; the schedule does not.
+
+// faultKind names one fault the simulator or the test can make.
+type faultKind string
+
+const (
+	faultClose        faultKind = "abrupt close"
+	faultStall        faultKind = "silent stall"
+	faultGone         faultKind = "channel 404"
+	faultEvict        faultKind = "channel evicted"
+	faultClosing      faultKind = "closing warning"
+	faultTokens       faultKind = "tokens expired"
+	faultRefuseDials  faultKind = "dials refused"
+	faultREST429      faultKind = "REST 429 storm"
+	faultREST5xx      faultKind = "REST 5xx storm"
+	faultNATSRestart  faultKind = "NATS restart"
+	faultNATSOutage   faultKind = "NATS outage"
+	faultOversized    faultKind = "oversized event"
+	faultGarbage      faultKind = "garbage frame"
+	faultEqualBodies  faultKind = "identical bodies"
+	faultOrgChange    faultKind = "org change"
+	faultReplica      faultKind = "second replica"
+	faultSlowREST     faultKind = "slow REST"
+	faultSubscribeLag faultKind = "subscriptions lag"
+)
+
+// faultWeights says how often each kind is drawn.
+var faultWeights = []struct {
+	kind   faultKind
+	weight int
+}{
+	{faultClose, 6}, {faultStall, 3}, {faultGone, 4}, {faultEvict, 3}, {faultClosing, 4},
+	{faultTokens, 2}, {faultRefuseDials, 3}, {faultREST429, 3}, {faultREST5xx, 3},
+	{faultNATSRestart, 2}, {faultNATSOutage, 2}, {faultOversized, 3}, {faultGarbage, 4},
+	{faultEqualBodies, 4}, {faultOrgChange, 3}, {faultReplica, 2}, {faultSlowREST, 2},
+	{faultSubscribeLag, 2},
+}
+
+// step is one scheduled fault.
+type step struct {
+	At   time.Duration // from the start of the run
+	Kind faultKind
+	Pick int           // chooses a target among those live, by rank
+	For  time.Duration // how long a lasting fault lasts
+	N    int           // how many: storm length, frames, …
+}
+
+func (s step) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%8s  %-18s pick=%d", s.At.Round(time.Millisecond), s.Kind, s.Pick)
+	if s.For > 0 {
+		fmt.Fprintf(&b, " for=%s", s.For.Round(time.Millisecond))
+	}
+	if s.N > 0 {
+		fmt.Fprintf(&b, " n=%d", s.N)
+	}
+	return b.String()
+}
+
+// drawSchedule draws the faults of a run of length d from seed. Lasting
+// faults of one kind never overlap themselves (a NATS server cannot go
+// down twice), but any kinds may overlap each other.
+func drawSchedule(seed uint64, d time.Duration, meanGap time.Duration) []step {
+	rng := rand.New(rand.NewPCG(seed, 0x6763_6e61_7473)) // "gcnats"
+	total := 0
+	for _, w := range faultWeights {
+		total += w.weight
+	}
+	busyUntil := map[faultKind]time.Duration{}
+	var out []step
+	for at := time.Duration(0); ; {
+		at += time.Duration(rng.ExpFloat64() * float64(meanGap))
+		if at >= d {
+			return out
+		}
+		k := rng.IntN(total)
+		var kind faultKind
+		for _, w := range faultWeights {
+			if k < w.weight {
+				kind = w.kind
+				break
+			}
+			k -= w.weight
+		}
+		s := step{At: at, Kind: kind, Pick: rng.IntN(1 << 16)}
+		switch kind {
+		case faultRefuseDials, faultNATSOutage, faultSlowREST, faultSubscribeLag:
+			s.For = time.Duration(200+rng.IntN(3800)) * time.Millisecond
+		case faultReplica:
+			s.For = time.Duration(2+rng.IntN(8)) * time.Second
+		case faultREST429, faultREST5xx:
+			s.N = 2 + rng.IntN(10)
+		case faultGarbage, faultEqualBodies:
+			s.N = 1 + rng.IntN(4)
+		}
+		if s.For > 0 {
+			if at < busyUntil[kind] {
+				continue
+			}
+			busyUntil[kind] = at + s.For
+		}
+		out = append(out, s)
+	}
+}

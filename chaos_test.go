@@ -1,0 +1,576 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gcnats/gcnats/connector"
+	"github.com/gcnats/gcnats/simulator"
+)
+
+// chaosTopics: three families on a 3-queue, 3-user org, 9 topics.
+var chaosTopics = []string{
+	"v2.routing.queues.*.conversations",
+	"v2.routing.queues.*.users",
+	"v2.users.*.presence",
+}
+
+const (
+	chaosBudget       = 2 // GCNATS_MAX_CHANNELS per replica: one slot and its spare
+	chaosBuffer       = 1 << 20
+	chaosReadyBound   = 30 * time.Second // readiness after the last fault heals
+	chaosShutdownTime = 5 * time.Second
+	chaosChannelLife  = 12 * time.Second
+)
+
+// TestChaos runs the sidecar against the simulator and a JetStream server
+// while a seeded schedule injects every fault the simulator can make, in
+// random combinations, and checks the guarantees throughout and at the end.
+//
+// GCNATS_CHAOS_SEED replays a run's schedule; GCNATS_CHAOS_DURATION sets
+// its length (default 40s, what make test runs; make chaos runs longer).
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos takes a while")
+	}
+	seed, dur := chaosSettings(t)
+	schedule := drawSchedule(seed, dur, 700*time.Millisecond)
+	replay := fmt.Sprintf("GCNATS_CHAOS_SEED=%d GCNATS_CHAOS_DURATION=%s make chaos", seed, dur)
+	t.Logf("chaos: seed %d, %s, %d faults; replay with: %s", seed, dur, len(schedule), replay)
+
+	c := newChaos(t, seed, replay)
+	c.h.start(9)
+	baseGoroutines := runtime.NumGoroutine()
+	em := startEmitter(c.h.sim, 20*time.Millisecond)
+	stopWatch := c.watch()
+
+	start := time.Now()
+	for _, s := range schedule {
+		if wait := time.Until(start.Add(s.At)); wait > 0 {
+			time.Sleep(wait) // the schedule's own clock: faults happen at their times
+		}
+		c.apply(s)
+	}
+	time.Sleep(time.Until(start.Add(dur)))
+	c.heal()
+
+	// Readiness within a bound of the last fault healing.
+	healed := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), chaosReadyBound)
+	err := c.h.sc.conn.Wait(ctx, func(s connector.Status) bool { ok, _ := s.Ready(); return ok })
+	cancel()
+	if err != nil {
+		c.fail("ready within %s of the last fault", chaosReadyBound)
+	}
+	readyAfter := time.Since(healed)
+	em.waitMore(c.h, 50)
+	events := em.finish()
+	events = append(events, c.extra()...)
+	stopWatch()
+
+	acc := c.check(events)
+	stopStart := time.Now()
+	if err := c.h.stop(); err != nil {
+		c.fail("shutdown: %v", err)
+	}
+	if took := time.Since(stopStart); took > chaosShutdownTime {
+		c.fail("shutdown took %s, over its %s timeout", took, chaosShutdownTime)
+	}
+	c.waitGoroutines(baseGoroutines)
+	c.report(acc, readyAfter)
+}
+
+func chaosSettings(t *testing.T) (uint64, time.Duration) {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("GCNATS_CHAOS_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("GCNATS_CHAOS_SEED: %v", err)
+		}
+		seed = n
+	}
+	dur := 40 * time.Second
+	if v := os.Getenv("GCNATS_CHAOS_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("GCNATS_CHAOS_DURATION: %v", err)
+		}
+		dur = d
+	}
+	return seed, dur
+}
+
+// chaos is one run: the harness, what was injected, and the first
+// invariant that broke.
+type chaos struct {
+	t      *testing.T
+	h      *harness
+	seed   uint64
+	replay string
+	start  time.Time
+
+	mu       sync.Mutex
+	log      []string // applied faults with what they met
+	counts   map[faultKind]int
+	natsAddr string // set while NATS is down
+	replica  *replica
+	left     []time.Time // when second replicas left: their channels linger until they expire
+	skipped  []simulator.Event // events that must not be stored (oversized)
+	expected []simulator.Event // events emitted outside the emitter
+	broken   string
+	peakBuf  int64
+	peakChan int
+	peakHeap uint64
+	timers   []*time.Timer
+}
+
+func newChaos(t *testing.T, seed uint64, replay string) *chaos {
+	h := newHarness(t, simulator.Options{
+		Queues: 3, Users: 3, Seed: seed,
+		HeartbeatInterval: 100 * time.Millisecond,
+		ChannelLifetime:   chaosChannelLife, // rotations keep coming
+		TokenLifetime:     20 * time.Second,
+		RecordLimit:       0,
+	}, map[string]string{
+		"GCNATS_TOPICS":            strings.Join(chaosTopics, ","),
+		// Long enough that a 2-core machine under -race never takes a
+		// busy socket for a dead one; a stall fault takes this to notice.
+		"GCNATS_HEARTBEAT_TIMEOUT": "3s",
+		"GCNATS_TOPIC_REFRESH":     "1s",
+		"GCNATS_MAX_CHANNELS":      strconv.Itoa(chaosBudget),
+		"GCNATS_BUFFER_BYTES":      strconv.Itoa(chaosBuffer),
+		"GCNATS_SHUTDOWN_TIMEOUT":  chaosShutdownTime.String(),
+		"GCNATS_LOG_LEVEL":         "info",
+	})
+	return &chaos{t: t, h: h, seed: seed, replay: replay, start: time.Now(), counts: map[faultKind]int{}}
+}
+
+// fail records the first broken invariant and fails the test with a
+// report a developer can replay.
+func (c *chaos) fail(format string, args ...any) {
+	c.t.Helper()
+	c.mu.Lock()
+	msg := fmt.Sprintf(format, args...)
+	if c.broken == "" {
+		c.broken = msg
+	}
+	log := strings.Join(c.log, "\n")
+	c.mu.Unlock()
+	c.t.Fatalf("chaos invariant broken: %s\nseed %d; replay: %s\nfaults applied:\n%s\nsidecar log tail:\n%s",
+		msg, c.seed, c.replay, log, c.h.logs)
+}
+
+// note logs an applied fault with what it met.
+func (c *chaos) note(s step, what string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[s.Kind]++
+	c.log = append(c.log, fmt.Sprintf("%s  %s", s, what))
+}
+
+// later runs fn after d, unless the run has healed by then.
+func (c *chaos) later(d time.Duration, fn func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.timers = append(c.timers, time.AfterFunc(d, fn))
+}
+
+// liveChannel picks a connected channel by rank, or reports none.
+func (c *chaos) liveChannel(pick int) (simulator.ChannelInfo, bool) {
+	var live []simulator.ChannelInfo
+	for _, ch := range c.h.sim.Snapshot().Channels {
+		if ch.Connected {
+			live = append(live, ch)
+		}
+	}
+	if len(live) == 0 {
+		return simulator.ChannelInfo{}, false
+	}
+	return live[pick%len(live)], true
+}
+
+func (c *chaos) apply(s step) {
+	sim := c.h.sim
+	onChannel := func(fn func(id string) error) {
+		ch, ok := c.liveChannel(s.Pick)
+		if !ok {
+			c.note(s, "no connected channel")
+			return
+		}
+		if err := fn(ch.ID); err != nil {
+			c.note(s, "missed: "+err.Error())
+			return
+		}
+		c.note(s, "channel "+channelTag(ch.ID))
+	}
+	switch s.Kind {
+	case faultClose:
+		onChannel(sim.CloseSocket)
+	case faultStall:
+		onChannel(sim.StallSocket)
+	case faultGone:
+		onChannel(sim.ExpireChannel)
+	case faultEvict:
+		onChannel(sim.EvictChannel)
+	case faultClosing:
+		onChannel(func(id string) error { return sim.SendClosingWarning(id, 300*time.Millisecond) })
+	case faultTokens:
+		sim.ExpireTokens()
+		c.note(s, "")
+	case faultRefuseDials:
+		sim.RefuseDials(s.For)
+		c.note(s, "")
+	case faultREST429:
+		sim.AddFault(simulator.Fault{Path: "/api/v2/", Status: 429, Times: s.N, RetryAfter: time.Second})
+		c.note(s, "")
+	case faultREST5xx:
+		sim.AddFault(simulator.Fault{Path: "/", Status: 500 + s.Pick%4, Times: s.N})
+		c.note(s, "")
+	case faultSlowREST:
+		sim.HangREST("", "/api/v2/notifications/", s.For)
+		c.later(s.For, sim.ClearHangs)
+		c.note(s, "")
+	case faultSubscribeLag:
+		sim.SetSubscribeDelay(s.For)
+		c.later(s.For, func() { sim.SetSubscribeDelay(0) })
+		c.note(s, "")
+	case faultNATSRestart, faultNATSOutage:
+		c.natsDown(s)
+	case faultOversized:
+		c.oversized(s)
+	case faultGarbage:
+		onChannel(func(id string) error {
+			for i := range s.N {
+				frames := []string{`{"topicName":"v2.users.x.presence","eventBody":`, `[]`, `{}`, `{"topicName":7}`, `{"message":"?"}`}
+				if err := sim.SendRaw(id, i%5 == 4, []byte(frames[(s.Pick+i)%len(frames)])); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	case faultEqualBodies:
+		c.equalBodies(s)
+	case faultOrgChange:
+		c.orgChange(s)
+	case faultReplica:
+		c.secondReplica(s)
+	}
+}
+
+func (c *chaos) natsDown(s step) {
+	c.mu.Lock()
+	if c.natsAddr != "" {
+		c.mu.Unlock()
+		c.note(s, "NATS already down")
+		return
+	}
+	c.natsAddr = c.h.stopNATS()
+	c.mu.Unlock()
+	c.note(s, "")
+	c.later(s.For, c.natsUp)
+}
+
+func (c *chaos) natsUp() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.natsAddr == "" {
+		return
+	}
+	c.h.startNATS(c.natsAddr)
+	c.natsAddr = ""
+}
+
+func (c *chaos) oversized(s step) {
+	q := c.h.sim.Queues()
+	topic := "v2.routing.queues." + q[s.Pick%len(q)].ID + ".conversations"
+	body, err := c.h.sim.BodyOfSize(topic, 2<<20)
+	if err != nil {
+		c.fail("oversized body: %v", err)
+	}
+	ev, err := c.h.sim.EmitBody(topic, body)
+	if err != nil {
+		c.note(s, err.Error())
+		return
+	}
+	c.mu.Lock()
+	c.skipped = append(c.skipped, ev)
+	c.mu.Unlock()
+	c.note(s, fmt.Sprintf("seq %d", ev.Seq))
+}
+
+// equalBodies has an agent join a queue repeatedly: byte-identical bodies,
+// each a distinct event.
+func (c *chaos) equalBodies(s step) {
+	qs, us := c.h.sim.Queues(), c.h.sim.Users()
+	q, u := qs[s.Pick%len(qs)].ID, us[s.Pick%len(us)].ID
+	body := fmt.Appendf(nil, `{"id":%q,"user":{"id":%q},"queueId":%q,"joined":true}`, u, u, q)
+	var seqs []string
+	for range s.N + 1 {
+		ev, err := c.h.sim.EmitBody("v2.routing.queues."+q+".users", body)
+		if err != nil {
+			c.note(s, err.Error())
+			return
+		}
+		c.mu.Lock()
+		c.expected = append(c.expected, ev)
+		c.mu.Unlock()
+		seqs = append(seqs, strconv.FormatUint(ev.Seq, 10))
+	}
+	c.note(s, "seqs "+strings.Join(seqs, ","))
+}
+
+func (c *chaos) orgChange(s step) {
+	sim := c.h.sim
+	switch s.Pick % 4 {
+	case 0:
+		c.note(s, "queue added "+channelTag(sim.AddQueue("").ID))
+	case 1:
+		c.note(s, "user added "+channelTag(sim.AddUser("").ID))
+	case 2:
+		if qs := sim.Queues(); len(qs) > 1 {
+			_ = sim.RemoveQueue(qs[s.Pick%len(qs)].ID)
+			c.note(s, "queue removed")
+		} else {
+			c.note(s, "last queue kept")
+		}
+	default:
+		if us := sim.Users(); len(us) > 1 {
+			_ = sim.RemoveUser(us[s.Pick%len(us)].ID)
+			c.note(s, "user removed")
+		} else {
+			c.note(s, "last user kept")
+		}
+	}
+}
+
+func (c *chaos) secondReplica(s step) {
+	c.mu.Lock()
+	if c.replica != nil {
+		c.mu.Unlock()
+		c.note(s, "already running")
+		return
+	}
+	c.mu.Unlock()
+	r := c.h.launch()
+	c.mu.Lock()
+	c.replica = r
+	c.mu.Unlock()
+	c.note(s, "")
+	c.later(s.For, c.replicaLeaves)
+}
+
+func (c *chaos) replicaLeaves() {
+	c.mu.Lock()
+	r := c.replica
+	c.replica = nil
+	c.mu.Unlock()
+	if r != nil {
+		_ = r.stop()
+		c.mu.Lock()
+		c.left = append(c.left, time.Now())
+		c.mu.Unlock()
+	}
+}
+
+// heal ends every lasting fault, as the run's end.
+func (c *chaos) heal() {
+	c.mu.Lock()
+	timers := c.timers
+	c.timers = nil
+	c.mu.Unlock()
+	for _, tm := range timers {
+		tm.Stop()
+	}
+	sim := c.h.sim
+	sim.ClearFaults()
+	sim.ClearHangs()
+	sim.RefuseDials(0)
+	sim.SetSubscribeDelay(0)
+	c.natsUp()
+	c.replicaLeaves()
+}
+
+// extra is every event emitted outside the emitter.
+func (c *chaos) extra() []simulator.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.expected)
+}
+
+// watch checks the invariants that must hold at every instant until the
+// returned func is called.
+func (c *chaos) watch() func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		var ms runtime.MemStats
+		n := 0
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			buf := c.h.sc.pub.Stats().BufferedBytes
+			snap := c.h.sim.Snapshot()
+			c.mu.Lock()
+			replicas := 1 // holding channels: running, or left less than a channel's life ago
+			if c.replica != nil {
+				replicas++
+			}
+			for _, at := range c.left {
+				if time.Since(at) < chaosChannelLife+time.Second {
+					replicas++
+				}
+			}
+			c.peakBuf = max(c.peakBuf, buf)
+			c.peakChan = max(c.peakChan, len(snap.Channels))
+			c.mu.Unlock()
+			// A record larger than the buffer may enter an empty buffer:
+			// bounded by NATS' max payload.
+			if buf > chaosBuffer+1<<20 {
+				c.breakInvariant(fmt.Sprintf("buffer holds %d bytes, over GCNATS_BUFFER_BYTES=%d", buf, chaosBuffer))
+			}
+			if got, limit := len(snap.Channels), replicas*chaosBudget; got > limit {
+				c.breakInvariant(fmt.Sprintf("%d channels live with %d replicas of budget %d", got, replicas, chaosBudget))
+			}
+			if n++; n%25 == 0 {
+				runtime.ReadMemStats(&ms)
+				c.mu.Lock()
+				c.peakHeap = max(c.peakHeap, ms.HeapInuse)
+				c.mu.Unlock()
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		c.mu.Lock()
+		broken := c.broken
+		c.mu.Unlock()
+		if broken != "" {
+			c.fail("%s", broken)
+		}
+	}
+}
+
+// breakInvariant notes a broken invariant from the watcher; the test
+// fails with it when the watch ends.
+func (c *chaos) breakInvariant(msg string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.broken == "" {
+		c.broken = fmt.Sprintf("at %s: %s", time.Since(c.start).Round(time.Millisecond), msg)
+	}
+}
+
+// check compares the stream with what the org sent: every event delivered
+// to a live socket stored exactly once, with its subject, headers and
+// bytes; nothing else stored.
+func (c *chaos) check(events []simulator.Event) accounting {
+	c.mu.Lock()
+	skipped := map[string]bool{}
+	for _, ev := range c.skipped {
+		skipped[ev.CorrelationID] = true
+	}
+	c.mu.Unlock()
+	mustStore := 0
+	for _, ev := range events {
+		if ev.Delivered > 0 {
+			mustStore++
+		}
+	}
+	msgs := c.collectAtLeast(mustStore)
+	bySeq := map[string]simulator.Event{}
+	for _, ev := range events {
+		bySeq[ev.CorrelationID] = ev
+	}
+	for _, m := range msgs {
+		corr := m.Header.Get("Genesys-Correlation-Id")
+		if skipped[corr] {
+			c.fail("an oversized event was stored")
+		}
+		ev, ok := bySeq[corr]
+		if !ok {
+			c.fail("stored a message the org never sent (correlation id %q)", corr)
+		}
+		if m.Subject != "genesys."+ev.Topic || string(m.Data) != string(ev.Body) ||
+			m.Header.Get("Genesys-Topic") != ev.Topic || m.Header.Get("Nats-Msg-Id") == "" {
+			c.fail("event %d stored wrong: subject %s, %d bytes", ev.Seq, m.Subject, len(m.Data))
+		}
+	}
+	acc := account(events, msgs, func(ev simulator.Event) bool { return ev.Delivered == 0 || skipped[ev.CorrelationID] })
+	if acc.Lost != 0 || acc.Duplicated != 0 {
+		var lost []string
+		for _, seq := range acc.lost[:min(len(acc.lost), 10)] {
+			ev, _ := c.h.sim.EventBySeq(seq)
+			lost = append(lost, fmt.Sprintf("seq %d %s at %s (delivered to %d)", seq, ev.Topic, ev.At.Sub(c.start).Round(time.Millisecond), ev.Delivered))
+		}
+		c.fail("%v; first lost: %s", acc, strings.Join(lost, "; "))
+	}
+	return acc
+}
+
+// collectAtLeast reads the whole stream once it holds at least n messages.
+func (c *chaos) collectAtLeast(n int) []storedMsg {
+	c.h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	for c.h.streamMsgs("GENESYS") < uint64(n) {
+		select {
+		case <-ctx.Done():
+			c.fail("the stream holds %d of %d delivered events", c.h.streamMsgs("GENESYS"), n)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return c.h.collect("GENESYS", int(c.h.streamMsgs("GENESYS")))
+}
+
+// waitGoroutines waits for the goroutines the sidecar started to end.
+func (c *chaos) waitGoroutines(base int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > base+5 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			c.fail("%d goroutines after shutdown, %d before the run:\n%s", runtime.NumGoroutine(), base, buf[:n])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *chaos) report(acc accounting, readyAfter time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	fmt.Fprintf(&b, "chaos seed %d: every invariant held\n\n| fault | injected |\n|---|---:|\n", c.seed)
+	for _, k := range slices.Sorted(maps.Keys(c.counts)) {
+		fmt.Fprintf(&b, "| %s | %d |\n", k, c.counts[k])
+	}
+	undeliverable := acc.Sent - acc.Stored - len(c.skipped)
+	fmt.Fprintf(&b, "\n| sent | stored | lost | duplicated | undeliverable (no socket up) | oversized, skipped |\n|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| %d | %d | %d | %d | %d | %d |\n", acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, undeliverable, len(c.skipped))
+	fmt.Fprintf(&b, "\nready %s after the last fault healed; peak buffer %d bytes of %d; peak live channels %d; peak heap in use %d MiB (test process: simulator, NATS and sidecar)\n",
+		readyAfter.Round(time.Millisecond), c.peakBuf, chaosBuffer, c.peakChan, c.peakHeap>>20)
+	c.t.Log(b.String())
+}
+
+// channelTag names a channel or entity in the report without its id.
+func channelTag(id string) string {
+	if len(id) > 8 {
+		return id[len(id)-8:]
+	}
+	return id
+}
