@@ -1,0 +1,220 @@
+package publisher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// reasonCounter counts Observer.Failed calls by reason.
+type reasonCounter struct{ m sync.Map }
+
+func (c *reasonCounter) observer() Observer {
+	return Observer{Failed: func(reason string) {
+		v, _ := c.m.LoadOrStore(reason, new(atomic.Int64))
+		v.(*atomic.Int64).Add(1)
+	}}
+}
+
+func (c *reasonCounter) get(reason string) int64 {
+	v, ok := c.m.Load(reason)
+	if !ok {
+		return 0
+	}
+	return v.(*atomic.Int64).Load()
+}
+
+// authServerOpts is a JetStream server in dir whose one user may publish
+// anywhere except t.denied.>.
+func authServerOpts(dir string, port int, password string) *server.Options {
+	return &server.Options{
+		ServerName: "gcnats-auth", Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: dir,
+		Users: []*server.User{{
+			Username: "gcnats", Password: password,
+			Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"t.denied.>"}},
+				Subscribe: &server.SubjectPermission{Allow: []string{">"}},
+			},
+		}},
+	}
+}
+
+func startAuthServer(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv
+}
+
+func connectAuth(t testing.TB, url, password string, extra ...nats.Option) *nats.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc, err := Connect(ctx, url, ConnectOptions{
+		User: "gcnats", Password: password, Logger: testLogger(),
+		Options: append([]nats.Option{nats.ReconnectWait(20 * time.Millisecond)}, extra...),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func mustJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func mustStream(t testing.TB, js jetstream.JetStream, cfg StreamConfig) {
+	t.Helper()
+	if _, err := EnsureStream(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A user denied one subject: records to it are dropped and counted as
+// "denied" at once (no ack timeout is waited through, none is retried),
+// while every other record is stored and the buffer never fills.
+func TestDeniedSubjectCostsNoOtherEvent(t *testing.T) {
+	srv := startAuthServer(t, authServerOpts(t.TempDir(), server.RANDOM_PORT, "pw"))
+	nc := connectAuth(t, srv.ClientURL(), "pw")
+	js := mustJS(t, nc)
+	mustStream(t, js, StreamConfig{Name: "TEST", Subjects: []string{"t.>"}})
+
+	const limit = 64 << 10
+	var reasons reasonCounter
+	var maxBuffered atomic.Int64
+	obs := reasons.observer()
+	obs.BufferedBytes = func(n int64) {
+		for {
+			cur := maxBuffered.Load()
+			if n <= cur || maxBuffered.CompareAndSwap(cur, n) {
+				return
+			}
+		}
+	}
+	// A long ack timeout: a denied record must not wait for it.
+	p := newPublisher(t, js, WithAckTimeout(time.Minute), WithBufferBytes(limit), WithObserver(obs))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	want := map[string]bool{}
+	denied := 0
+	for i := range 3000 {
+		r := testRecord(i, nil)
+		if i%10 == 3 {
+			r.Subject = fmt.Appendf(nil, "t.denied.%d", i%4)
+			denied++
+		} else {
+			want[string(r.ID)] = true
+		}
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatalf("publish %d: %v; stats %+v", i, err, p.Stats())
+		}
+	}
+	if err := p.Flush(ctx); !errors.Is(err, ErrNotStored) {
+		t.Fatalf("Flush = %v, want ErrNotStored; stats %+v", err, p.Stats())
+	}
+	assertExactlyOnce(t, js, "TEST", want)
+	st := p.Stats()
+	if got := reasons.get("denied"); got != int64(denied) || st.Failed != uint64(denied) || st.Retried != 0 {
+		t.Fatalf("denied counted %d of %d; stats %+v", got, denied, st)
+	}
+	if st.Buffered != 0 || st.BufferedBytes != 0 || maxBuffered.Load() > limit+4<<10 {
+		t.Fatalf("buffer: stats %+v, peak %d bytes", st, maxBuffered.Load())
+	}
+
+	// A large body is stored byte-exact, one over the server's max payload
+	// is refused, and the others still go on.
+	big := testRecord(5000, nil)
+	big.Data = bytes.Repeat([]byte("0123456789abcdef"), 600<<10/16)
+	big.ID = MsgID(nil, big.Topic, big.Data)
+	tooBig := testRecord(5001, nil)
+	tooBig.Data = make([]byte, nc.MaxPayload()+1)
+	after := testRecord(5002, nil)
+	if err := p.Publish(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Publish(ctx, tooBig); !errors.Is(err, ErrInvalidRecord) {
+		t.Fatalf("over max payload: %v", err)
+	}
+	if err := p.Publish(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want[string(big.ID)], want[string(after.ID)] = true, true
+	msgs := readAll(t, js, "TEST")
+	for _, m := range msgs {
+		if m.header.Get(HeaderMsgID) == string(big.ID) && !bytes.Equal(m.data, big.Data) {
+			t.Fatalf("large body stored as %d bytes, not byte-exact", len(m.data))
+		}
+	}
+	assertExactlyOnce(t, js, "TEST", want)
+	if got := reasons.get(ReasonTooLarge); got != 1 {
+		t.Fatalf("too_large counted %d times", got)
+	}
+}
+
+// A record that is never acked while records sent after it are (a subject a
+// plain subscriber swallows: no stream answers, nobody says no) is given up
+// after the bounded attempts, counted, and does not hold up the others.
+func TestRecordThatIsNeverAckedIsGivenUp(t *testing.T) {
+	e := newEnv(t)
+	// Interest, so no "no responders"; and no reply either.
+	if _, err := e.nc.SubscribeSync("x.blackhole.>"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var reasons reasonCounter
+	p := newPublisher(t, e.js, WithAckTimeout(200*time.Millisecond), WithObserver(reasons.observer()),
+		WithMaxAttempts(3))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+
+	want := map[string]bool{}
+	for i := range 200 {
+		r := testRecord(i, nil)
+		if i == 10 {
+			r.Subject = []byte("x.blackhole.q")
+		} else {
+			want[string(r.ID)] = true
+		}
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	if err := p.Flush(ctx); !errors.Is(err, ErrNotStored) {
+		t.Fatalf("Flush = %v, want ErrNotStored; stats %+v", err, p.Stats())
+	}
+	assertExactlyOnce(t, e.js, "TEST", want)
+	if st := p.Stats(); st.Failed != 1 || st.Acked != 199 || reasons.get(ReasonUnacked) != 1 {
+		t.Fatalf("stats %+v, unacked %d after %s", st, reasons.get(ReasonUnacked), time.Since(start))
+	}
+}
