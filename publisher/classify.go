@@ -86,7 +86,7 @@ func (p *Publisher) ownTimeout(rc *rec) bool {
 	if p.ackedSendN > rc.sendN {
 		return true
 	}
-	if p.closing {
+	if p.closing || !p.link.nc.IsConnected() || time.Now().Before(p.jsQuietUntil) {
 		return false
 	}
 	if v, ok := p.answers[rc.msg.Subject]; ok {
@@ -99,6 +99,11 @@ func (p *Publisher) ownTimeout(rc *rec) bool {
 	if err == nil {
 		_, err = p.link.js.Stream(ctx, name)
 		v = err == nil
+	}
+	if !v {
+		// JetStream does not answer: every timeout for a while is NATS's,
+		// and asking again for each would stall the loop.
+		p.jsQuietUntil = time.Now().Add(p.o.ackTimeout)
 	}
 	p.answers[strings.Clone(rc.msg.Subject)] = v // the subject points into a reused buffer
 	return v

@@ -32,6 +32,7 @@ type loop struct {
 	spareDenials      []denial
 	noStream          map[string]bool // per round: no stream covers the subject
 	answers           map[string]bool // per round: JetStream answers for the subject
+	jsQuietUntil      time.Time       // JetStream did not answer: do not ask again before
 	dedup             dedupState
 	closing           bool // Close is draining the last outcomes: ask the server nothing
 	lastTrim          time.Time

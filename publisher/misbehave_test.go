@@ -218,3 +218,41 @@ func TestRecordThatIsNeverAckedIsGivenUp(t *testing.T) {
 		t.Fatalf("stats %+v, unacked %d after %s", st, reasons.get(ReasonUnacked), time.Since(start))
 	}
 }
+
+// A denial is not remembered: once the operator grants the subject, records
+// to it are stored.
+func TestDeniedSubjectGrantedLater(t *testing.T) {
+	opts := authServerOpts(t.TempDir(), server.RANDOM_PORT, "pw")
+	srv := startAuthServer(t, opts)
+	nc := connectAuth(t, srv.ClientURL(), "pw")
+	js := mustJS(t, nc)
+	mustStream(t, js, StreamConfig{Name: "TEST", Subjects: []string{"t.>"}})
+	var reasons reasonCounter
+	p := newPublisher(t, js, WithAckTimeout(time.Minute), WithObserver(reasons.observer()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	denied := testRecord(1, nil)
+	denied.Subject = []byte("t.denied.a")
+	if err := p.Publish(ctx, denied); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); !errors.Is(err, ErrNotStored) || reasons.get(ReasonDenied) != 1 {
+		t.Fatalf("Flush = %v, denied %d", err, reasons.get(ReasonDenied))
+	}
+
+	granted := *opts
+	granted.Users = []*server.User{{Username: "gcnats", Password: "pw"}}
+	if err := srv.ReloadOptions(&granted); err != nil {
+		t.Fatal(err)
+	}
+	later := testRecord(2, nil)
+	later.Subject = []byte("t.denied.a")
+	if err := p.Publish(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("after the grant: %v; stats %+v", err, p.Stats())
+	}
+	assertExactlyOnce(t, js, "TEST", map[string]bool{string(later.ID): true})
+}

@@ -16,21 +16,13 @@ import (
 // redialer dials the server with the password the client has, counting
 // dials, as the sidecar's redial function does with its settings.
 func redialer(url, password string, dials *atomic.Int64) RedialFunc {
+	dial := Redial(url, ConnectOptions{
+		User: "gcnats", Password: password, Logger: testLogger(),
+		Options: []nats.Option{nats.ReconnectWait(20 * time.Millisecond)},
+	})
 	return func(ctx context.Context) (jetstream.JetStream, error) {
 		dials.Add(1)
-		nc, err := Connect(ctx, url, ConnectOptions{
-			User: "gcnats", Password: password, Logger: testLogger(),
-			Options: []nats.Option{nats.ReconnectWait(20 * time.Millisecond)},
-		})
-		if err != nil {
-			return nil, err
-		}
-		js, err := jetstream.New(nc)
-		if err != nil {
-			nc.Close()
-			return nil, err
-		}
-		return js, nil
+		return dial(ctx)
 	}
 }
 
