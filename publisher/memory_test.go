@@ -62,7 +62,6 @@ func TestBufferBytesBoundsHeap(t *testing.T) {
 	e.stop(t)
 	after := heapAlloc()
 
-
 	t.Logf("heap %d bytes above the start after draining", after-base)
 	if after-base > limit/4 {
 		t.Fatalf("after draining, the heap is %d bytes above the start", after-base)

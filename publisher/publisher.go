@@ -65,7 +65,7 @@ type Stats struct {
 
 	InFlight      int   // publishes awaiting an ack
 	Buffered      int   // records accepted and not yet acked or failed
-	BufferedBytes int64 // their bytes, the measure WithBufferBytes limits
+	BufferedBytes int64 // the memory they take, the measure WithBufferBytes limits
 }
 
 // Observer receives events for metrics. Any field may be nil. Callbacks run on
@@ -93,18 +93,9 @@ type Observer struct {
 // the connection is down it waits for the reconnect rather than filling
 // nats.go's reconnect buffer. So the stream holds records in acceptance order
 // except around a failure, where a retried record can land after newer ones
-// that had been stored already.
-
-// Publisher publishes records to JetStream asynchronously and retries each
-// until it is acked. It is safe for concurrent use.
-//
-// Records are sent in the order Publish accepted them, from one goroutine, at
-// most WithMaxInFlight awaiting acks. After a failure, sending pauses (backoff)
-// and resumes with the failed records, oldest first, before newer ones; while
-// the connection is down it waits for the reconnect rather than filling
-// nats.go's reconnect buffer. So the stream holds records in acceptance order
-// except around a failure, where a retried record can land after newer ones
-// that had been stored already.
+// that had been stored already. A record that fails on its own (denied, or
+// never acked while others are) neither pauses the others nor stays for
+// ever.
 type Publisher struct {
 	o   options
 	log *slog.Logger
@@ -137,8 +128,9 @@ type Publisher struct {
 
 	loop // the run goroutine's state, see loop.go
 
-	free      []*rec
+	// Finished records kept for reuse, see record.go.
 	freeMu    sync.Mutex
+	free      []*rec
 	freeBytes int64
 	retain    int64
 
@@ -369,52 +361,3 @@ func (p *Publisher) Conn() *nats.Conn { return p.cur.Load().nc }
 
 // JetStream is a JetStream context on Conn (for AccountInfo and the like).
 func (p *Publisher) JetStream() jetstream.JetStream { return p.cur.Load().js }
-
-func (p *Publisher) validate(r *Record) (reason string, err error) {
-	if r == nil {
-		return ReasonInvalid, fmt.Errorf("%w: nil", ErrInvalidRecord)
-	}
-	if err := checkSubject(r.Subject); err != nil {
-		return ReasonInvalid, fmt.Errorf("%w: subject %q: %v", ErrInvalidRecord, r.Subject, err)
-	}
-	// The header block as nats.go writes it: "NATS/1.0\r\n", "K: V\r\n"…, "\r\n".
-	size := 12 + len(HeaderMsgID) + max(len(r.ID), MsgIDLen) + len(HeaderTopic) + len(r.Topic) +
-		len(HeaderReceivedAt) + len(time.RFC3339Nano) + 3*4 + len(r.Data)
-	if len(r.Version) > 0 {
-		size += len(HeaderVersion) + len(r.Version) + 4
-	}
-	if len(r.CorrelationID) > 0 {
-		size += len(HeaderCorrelationID) + len(r.CorrelationID) + 4
-	}
-	if limit := p.cur.Load().nc.MaxPayload(); limit > 0 && int64(size) > limit {
-		return ReasonTooLarge, fmt.Errorf("%w: %d bytes exceed the server's max payload of %d", ErrInvalidRecord, size, limit)
-	}
-	return "", nil
-}
-
-// checkSubject refuses what NATS would refuse or misread as a publish subject.
-func checkSubject(s []byte) error {
-	if len(s) == 0 {
-		return errors.New("empty")
-	}
-	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i < len(s) {
-			switch c := s[i]; {
-			case c <= ' ' || c == 0x7f:
-				return errors.New("contains whitespace or a control character")
-			case c != '.':
-				continue
-			}
-		}
-		tok := s[start:i]
-		switch {
-		case len(tok) == 0:
-			return errors.New("empty token")
-		case len(tok) == 1 && (tok[0] == '*' || tok[0] == '>'):
-			return errors.New("wildcard token")
-		}
-		start = i + 1
-	}
-	return nil
-}
