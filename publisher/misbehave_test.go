@@ -179,9 +179,11 @@ func TestDeniedSubjectCostsNoOtherEvent(t *testing.T) {
 	}
 }
 
-// A record that is never acked while records sent after it are (a subject a
-// plain subscriber swallows: no stream answers, nobody says no) is given up
-// after the bounded attempts, counted, and does not hold up the others.
+// A record that is never acked while JetStream works (a subject a plain
+// subscriber swallows: no stream answers, nobody says no) is given up after
+// the bounded attempts and counted. Its timeouts do not pause the others:
+// records published after its first timeout are acked well within the retry
+// backoff that a pause would cost them.
 func TestRecordThatIsNeverAckedIsGivenUp(t *testing.T) {
 	e := newEnv(t)
 	// Interest, so no "no responders"; and no reply either.
@@ -191,31 +193,49 @@ func TestRecordThatIsNeverAckedIsGivenUp(t *testing.T) {
 	if err := e.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	const backoff = 2 * time.Second
 	var reasons reasonCounter
-	p := newPublisher(t, e.js, WithAckTimeout(200*time.Millisecond), WithObserver(reasons.observer()),
-		WithMaxAttempts(3))
+	var timeouts atomic.Int64
+	var slowest atomic.Int64
+	obs := reasons.observer()
+	obs.Retried = func(reason string) {
+		if reason == ReasonTimeout {
+			timeouts.Add(1)
+		}
+	}
+	obs.Acked = func(latency time.Duration, _ bool) {
+		if int64(latency) > slowest.Load() {
+			slowest.Store(int64(latency)) // one goroutine reports acks
+		}
+	}
+	p := newPublisher(t, e.js, WithAckTimeout(200*time.Millisecond), WithObserver(obs),
+		WithMaxAttempts(3), WithRetryBackoff(backoff, backoff))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 
+	lost := testRecord(0, nil)
+	lost.Subject = []byte("x.blackhole.q")
+	if err := p.Publish(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the first ack timeout", func() bool { return timeouts.Load() > 0 })
 	want := map[string]bool{}
-	for i := range 200 {
+	for i := 1; i <= 200; i++ {
 		r := testRecord(i, nil)
-		if i == 10 {
-			r.Subject = []byte("x.blackhole.q")
-		} else {
-			want[string(r.ID)] = true
-		}
+		want[string(r.ID)] = true
 		if err := p.Publish(ctx, r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	start := time.Now()
 	if err := p.Flush(ctx); !errors.Is(err, ErrNotStored) {
 		t.Fatalf("Flush = %v, want ErrNotStored; stats %+v", err, p.Stats())
 	}
 	assertExactlyOnce(t, e.js, "TEST", want)
-	if st := p.Stats(); st.Failed != 1 || st.Acked != 199 || reasons.get(ReasonUnacked) != 1 {
-		t.Fatalf("stats %+v, unacked %d after %s", st, reasons.get(ReasonUnacked), time.Since(start))
+	if st := p.Stats(); st.Failed != 1 || st.Acked != 200 || reasons.get(ReasonUnacked) != 1 {
+		t.Fatalf("stats %+v, unacked %d", st, reasons.get(ReasonUnacked))
+	}
+	if d := time.Duration(slowest.Load()); d >= backoff/2 {
+		t.Fatalf("records waited %s for their acks: the lost record's timeouts paused them", d)
 	}
 }
 
