@@ -92,7 +92,7 @@ func (p *Publisher) ownTimeout(rc *rec) bool {
 	if v, ok := p.answers[rc.msg.Subject]; ok {
 		return v
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.o.ackTimeout)
+	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
 	defer cancel()
 	name, err := p.link.js.StreamNameBySubject(ctx, rc.msg.Subject)
 	v := errors.Is(err, jetstream.ErrStreamNotFound)
@@ -119,7 +119,7 @@ func (p *Publisher) uncovered(subj string) bool {
 	if v, ok := p.noStream[subj]; ok {
 		return v
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.o.ackTimeout)
+	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
 	_, err := p.link.js.StreamNameBySubject(ctx, subj)
 	cancel()
 	v := errors.Is(err, jetstream.ErrStreamNotFound)

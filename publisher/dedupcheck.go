@@ -3,6 +3,7 @@ package publisher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -19,9 +20,10 @@ import (
 
 // dedupState is what the check keeps between rounds.
 type dedupState struct {
-	streams map[string]string        // subject → the stream that covers it
-	windows map[string]time.Duration // stream → its duplicate window
-	log     logLimiter
+	streams  map[string]string        // subject → the stream that covers it
+	windows  map[string]time.Duration // stream → its duplicate window
+	failures int                      // lookups failed in a row
+	log      logLimiter
 }
 
 func (d *dedupState) init() {
@@ -35,13 +37,20 @@ func (d *dedupState) init() {
 const (
 	dedupScanMax     = 1 << 20 // messages
 	dedupScanTimeout = 30 * time.Second
+	// dedupMaxFailures is how many failed lookups in a row hold the records
+	// back before they are sent without one.
+	dedupMaxFailures = 3
 	// dedupClockSlack widens the scan for clock skew between us and the
 	// server, whose clock stamps the stored messages.
 	dedupClockSlack = 2 * time.Second
 )
 
 // checkStored looks up, in one scan per stream, the retries whose first send
-// is older than three quarters of their stream's window.
+// is older than three quarters of their stream's window. When JetStream
+// cannot say (it is starting, or busy), sending pauses as after a failed
+// publish, a few times; after that the records are sent anyway, since a
+// lookup that keeps failing (a user who may not make consumers) must not
+// hold them for ever.
 func (p *Publisher) checkStored() {
 	p.checkDue = false
 	if p.closing {
@@ -49,23 +58,28 @@ func (p *Publisher) checkStored() {
 	}
 	now := time.Now()
 	var byStream map[string][]*rec
+	var failure error
 	for _, rc := range p.retry[p.retryHead:] {
 		// The server allows no window under 100ms: younger records are safe
 		// without asking anything.
 		if rc.firstSent.IsZero() || now.Sub(rc.firstSent) < 75*time.Millisecond {
 			continue
 		}
-		stream, window, ok := p.windowFor(rc.msg.Subject)
-		if !ok || now.Sub(rc.firstSent) < window-window/4 {
+		stream, window, err := p.windowFor(rc.msg.Subject)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue // nothing stores it, so nothing can store it twice
+		}
+		if err != nil {
+			failure = err
+			continue
+		}
+		if now.Sub(rc.firstSent) < window-window/4 {
 			continue
 		}
 		if byStream == nil {
 			byStream = make(map[string][]*rec)
 		}
 		byStream[stream] = append(byStream[stream], rc)
-	}
-	if len(byStream) == 0 {
-		return
 	}
 	stored := make(map[*rec]bool)
 	for stream, recs := range byStream {
@@ -74,10 +88,7 @@ func (p *Publisher) checkStored() {
 			stored[rc] = true
 		}
 		if err != nil {
-			if n, ok := p.dedup.log.allow(time.Now()); ok {
-				p.log.Warn("could not look up events sent before an outage; sending them again",
-					"stream", stream, "events", len(recs), "scanned", scanned, "err", err, "suppressed", n)
-			}
+			failure = fmt.Errorf("scan stream %s after %d messages: %w", stream, scanned, err)
 			continue
 		}
 		// The scan covered every copy sent until now.
@@ -85,6 +96,28 @@ func (p *Publisher) checkStored() {
 			rc.firstSent = now
 		}
 	}
+	p.finishStored(stored)
+	if failure == nil {
+		p.dedup.failures = 0
+		return
+	}
+	p.dedup.failures++
+	hold := p.dedup.failures <= dedupMaxFailures
+	if n, ok := p.dedup.log.allow(time.Now()); ok {
+		p.log.Warn("could not look up events sent before an outage", "err", failure,
+			"failures", p.dedup.failures, "sending_anyway", !hold, "suppressed", n)
+	}
+	if !hold {
+		p.dedup.failures = 0
+		return
+	}
+	p.checkDue = true
+	p.holdUntil = now.Add(p.backoff)
+	p.backoff = min(2*p.backoff, p.o.backoffMax)
+}
+
+// finishStored ends the retries found in the stream as acked duplicates.
+func (p *Publisher) finishStored(stored map[*rec]bool) {
 	if len(stored) == 0 {
 		return
 	}
@@ -103,15 +136,15 @@ func (p *Publisher) checkStored() {
 }
 
 // windowFor returns the stream covering subj and its duplicate window.
-func (p *Publisher) windowFor(subj string) (stream string, window time.Duration, ok bool) {
+func (p *Publisher) windowFor(subj string) (stream string, window time.Duration, err error) {
 	d := &p.dedup
-	stream, ok = d.streams[subj]
+	stream, ok := d.streams[subj]
 	if !ok {
-		ctx, cancel := context.WithTimeout(context.Background(), p.o.ackTimeout)
+		ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
 		name, err := p.link.js.StreamNameBySubject(ctx, subj)
 		cancel()
 		if err != nil {
-			return "", 0, false
+			return "", 0, fmt.Errorf("stream for %s: %w", subj, err)
 		}
 		if len(d.streams) >= 4096 {
 			clear(d.streams)
@@ -120,29 +153,29 @@ func (p *Publisher) windowFor(subj string) (stream string, window time.Duration,
 		d.streams[strings.Clone(subj)] = stream // subj points into a reused buffer
 	}
 	if p.o.dedupWindow > 0 {
-		return stream, p.o.dedupWindow, true
+		return stream, p.o.dedupWindow, nil
 	}
 	if window, ok = d.windows[stream]; ok {
-		return stream, window, true
+		return stream, window, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.o.ackTimeout)
+	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
 	s, err := p.link.js.Stream(ctx, stream)
 	cancel()
 	if err != nil {
-		return "", 0, false
+		return "", 0, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	window = s.CachedInfo().Config.Duplicates
 	if window <= 0 {
 		window = 2 * time.Minute // the server's default
 	}
 	d.windows[stream] = window
-	return stream, window, true
+	return stream, window, nil
 }
 
 // scanStream reads the headers of stream's messages stored since the
 // earliest first send of recs, and returns the recs whose ids it holds.
 func (p *Publisher) scanStream(stream string, recs []*rec) (found []*rec, scanned int, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), dedupScanTimeout)
+	ctx, cancel := context.WithTimeout(p.life, dedupScanTimeout)
 	defer cancel()
 	s, err := p.link.js.Stream(ctx, stream)
 	if err != nil {

@@ -172,6 +172,9 @@ func (p *Publisher) send() time.Duration {
 		}
 		if p.checkDue {
 			p.checkStored()
+			if wait := time.Until(p.holdUntil); wait > 0 {
+				return wait
+			}
 		}
 		room := p.o.maxInFlight - len(p.inflight) - len(p.orphans)
 		if room <= 0 {

@@ -139,6 +139,10 @@ type Publisher struct {
 	closedSince atomic.Int64   // unix nanos the connection was found closed; 0: it is not
 	redialErr   atomic.Pointer[string]
 
+	// life ends when Close stops the run goroutine, cutting short its
+	// requests to the server (lookups, scans, redials).
+	life context.Context
+	stop context.CancelFunc
 	quit chan struct{}
 	done chan struct{}
 
@@ -182,9 +186,11 @@ func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	p.life, p.stop = context.WithCancel(context.Background())
 	p.loop.init(o)
 	l, err := p.newLink(js, 1, false)
 	if err != nil {
+		p.stop()
 		return nil, fmt.Errorf("new publisher: %w", err)
 	}
 	p.link = l
@@ -321,6 +327,7 @@ func (p *Publisher) Close(ctx context.Context) (unflushed int, err error) {
 	ferr := p.Flush(ctx)
 
 	close(p.quit)
+	p.stop()
 	<-p.done
 	// Acks that came in as ctx ended still count: the run goroutine is gone,
 	// so this goroutine owns its state now.

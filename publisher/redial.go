@@ -93,7 +93,7 @@ func (p *Publisher) watchLink() {
 		return
 	}
 	p.redialing = true
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(p.life)
 	p.redialCancel = cancel
 	p.bg.Add(1)
 	go p.redialLoop(ctx, p.link.gen+1)
