@@ -9,14 +9,20 @@ import (
 // Records the server stored but whose acks were lost, then an outage several
 // duplicate windows long: after it they are not stored a second time, while
 // records that were never sent are stored once.
+// The window is learnt from the stream, or given with WithDedupWindow.
 func TestNoDuplicateAfterOutageLongerThanDedupWindow(t *testing.T) {
+	t.Run("stream info", func(t *testing.T) { dedupAfterOutage(t) })
+	t.Run("option", func(t *testing.T) { dedupAfterOutage(t, WithDedupWindow(time.Second)) })
+}
+
+func dedupAfterOutage(t *testing.T, opts ...Option) {
 	const window = time.Second
 	e := newEnv(t)
 	mustStream(t, e.js, StreamConfig{Name: "TEST", Subjects: []string{"t.>"}, MaxAge: time.Hour, Duplicates: window})
 	px := startProxy(t, e.srv.Addr())
 	nc := connectTest(t, px.url())
 	// A long ack timeout: the lost acks stay outstanding until the cut.
-	p := newPublisher(t, mustJS(t, nc), WithAckTimeout(time.Minute))
+	p := newPublisher(t, mustJS(t, nc), append(opts, WithAckTimeout(time.Minute))...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
