@@ -29,7 +29,7 @@ func (p *Publisher) fail(rc *rec, err error) {
 	if reason == ReasonTimeout && p.ownTimeout(rc) {
 		rc.attempts++
 		if rc.attempts >= p.o.maxAttempts {
-			p.giveUp(rc, ReasonUnacked, fmt.Errorf("no ack in %d sends while later events were acked: %w", rc.attempts, err))
+			p.giveUp(rc, ReasonUnacked, fmt.Errorf("no ack in %d sends while JetStream answered: %w", rc.attempts, err))
 			return
 		}
 		p.countRetry(reason)

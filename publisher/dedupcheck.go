@@ -81,10 +81,13 @@ func (p *Publisher) checkStored() {
 		}
 		byStream[stream] = append(byStream[stream], rc)
 	}
-	stored := make(map[*rec]bool)
+	var stored map[*rec]bool
 	for stream, recs := range byStream {
 		found, scanned, err := p.scanStream(stream, recs)
 		for _, rc := range found {
+			if stored == nil {
+				stored = make(map[*rec]bool)
+			}
 			stored[rc] = true
 		}
 		if err != nil {
