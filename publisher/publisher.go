@@ -39,7 +39,7 @@ const (
 	ReasonTooLarge = "too_large" // larger than the server's max payload
 	ReasonInvalid  = "invalid"   // bad subject, or the reply was not a JetStream ack
 	ReasonDenied   = "denied"    // the NATS user may not publish to the subject
-	ReasonUnacked  = "unacked"   // never acked in WithMaxAttempts sends while later records were
+	ReasonUnacked  = "unacked"   // no ack in WithMaxAttempts sends while JetStream answered (later records acked)
 )
 
 var (
