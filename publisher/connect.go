@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ConnectOptions carries auth and TLS for [Connect]. File fields are paths.
@@ -81,13 +83,7 @@ func (o ConnectOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 		nats.ClosedHandler(func(*nats.Conn) {
 			log.Info("nats connection closed")
 		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if sub != nil {
-				log.Warn("nats async error", "err", err, "subject", sub.Subject)
-				return
-			}
-			log.Warn("nats async error", "err", err)
-		}),
+		nats.ErrorHandler(asyncErrorLogger(log)),
 	}
 	if o.Name != "" {
 		nopts = append(nopts, nats.Name(o.Name))
@@ -117,6 +113,43 @@ func (o ConnectOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 		return nil, errors.New("client key given without its certificate")
 	}
 	return append(nopts, o.Options...), nil
+}
+
+// asyncErrorLogger logs the connection's async errors at most once a second:
+// a subject the user may not publish to reports one per event.
+func asyncErrorLogger(log *slog.Logger) nats.ErrHandler {
+	var mu sync.Mutex
+	limit := logLimiter{every: time.Second}
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		mu.Lock()
+		n, ok := limit.allow(time.Now())
+		mu.Unlock()
+		if !ok {
+			return
+		}
+		if sub != nil {
+			log.Warn("nats async error", "err", err, "subject", sub.Subject, "suppressed", n)
+			return
+		}
+		log.Warn("nats async error", "err", err, "suppressed", n)
+	}
+}
+
+// Redial returns a RedialFunc for WithRedial that dials as Connect does and
+// makes a JetStream context with jsOpts on the new connection.
+func Redial(servers string, opts ConnectOptions, jsOpts ...jetstream.JetStreamOpt) RedialFunc {
+	return func(ctx context.Context) (jetstream.JetStream, error) {
+		nc, err := Connect(ctx, servers, opts)
+		if err != nil {
+			return nil, err
+		}
+		js, err := jetstream.New(nc, jsOpts...)
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("redial: %w", err)
+		}
+		return js, nil
+	}
 }
 
 // unreachable tells "no server answered" (worth waiting for) from a server

@@ -1,0 +1,207 @@
+package publisher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// fail handles a failed send of rc: retry it, or give it up if no retry can
+// help.
+func (p *Publisher) fail(rc *rec, err error) {
+	reason, permanent := classify(err)
+	if reason == ReasonNoResponders && p.uncovered(rc.msg.Subject) {
+		reason, permanent = ReasonNoStream, true
+		err = fmt.Errorf("no stream covers subject %s", rc.msg.Subject) // formatted: a copy
+	}
+	if permanent {
+		p.giveUp(rc, reason, err)
+		return
+	}
+	// No ack while JetStream demonstrably works: NATS is fine, this record
+	// is not. It is retried at once, without pausing the others, and given
+	// up after maxAttempts such failures.
+	if reason == ReasonTimeout && p.ownTimeout(rc) {
+		rc.attempts++
+		if rc.attempts >= p.o.maxAttempts {
+			p.giveUp(rc, ReasonUnacked, fmt.Errorf("no ack in %d sends while JetStream answered: %w", rc.attempts, err))
+			return
+		}
+		p.countRetry(reason)
+		p.pushRetry(rc)
+		return
+	}
+	p.countRetry(reason)
+	p.pushRetry(rc)
+
+	// One pause per round of failures: a disconnect fails everything in
+	// flight at once, and that is one failure, not thousands.
+	now := time.Now()
+	if now.Before(p.holdUntil) {
+		return
+	}
+	p.holdUntil = now.Add(p.backoff)
+	if n, ok := p.retryLog.allow(now); ok {
+		p.log.Warn("publish failed; retrying", "reason", reason, "err", err, "backoff", p.backoff,
+			"inflight", len(p.inflight), "retrying", len(p.retry)-p.retryHead, "suppressed", n)
+	}
+	p.backoff = min(2*p.backoff, p.o.backoffMax)
+}
+
+func (p *Publisher) countRetry(reason string) {
+	p.retried.Add(1)
+	if p.o.obs.Retried != nil {
+		p.o.obs.Retried(reason)
+	}
+}
+
+// giveUp ends rc without storing it: counted, and logged at most once a
+// second with its subject, topic, id and size, never its body.
+func (p *Publisher) giveUp(rc *rec, reason string, err error) {
+	p.failed.Add(1)
+	p.obsFailed(reason)
+	if n, ok := p.failLog.allow(time.Now()); ok {
+		// Clones: the strings point into a buffer that will be reused,
+		// and a handler may keep them.
+		p.log.Error("event not stored: no retry can store it", "reason", reason, "err", err,
+			"subject", strings.Clone(rc.msg.Subject), "topic", strings.Clone(rc.vals[1]),
+			"id", strings.Clone(rc.id()), "bytes", len(rc.msg.Data), "suppressed", n)
+	}
+	rc.failed = true
+	p.finished = append(p.finished, rc)
+}
+
+// ownTimeout tells a record's own missing ack from NATS being unwell: it is
+// the record's own when a record sent after it was acked, or, with nothing
+// else acked (a quiet moment, or this record alone retried), when JetStream
+// answers for its subject: no stream covers it, or the stream covering it
+// answers an info request, so it has a leader and could have acked. While
+// NATS hangs or is away neither holds, and nothing is given up.
+func (p *Publisher) ownTimeout(rc *rec) bool {
+	if p.ackedSendN > rc.sendN {
+		return true
+	}
+	if p.closing || !p.link.nc.IsConnected() || time.Now().Before(p.jsQuietUntil) {
+		return false
+	}
+	if v, ok := p.answers[rc.msg.Subject]; ok {
+		return v
+	}
+	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
+	defer cancel()
+	name, err := p.link.js.StreamNameBySubject(ctx, rc.msg.Subject)
+	v := errors.Is(err, jetstream.ErrStreamNotFound)
+	if err == nil {
+		_, err = p.link.js.Stream(ctx, name)
+		v = err == nil
+	}
+	if !v {
+		// JetStream does not answer: every timeout for a while is NATS's,
+		// and asking again for each would stall the loop.
+		p.jsQuietUntil = time.Now().Add(p.o.ackTimeout)
+	}
+	p.answers[strings.Clone(rc.msg.Subject)] = v // the subject points into a reused buffer
+	return v
+}
+
+// uncovered asks the server whether any stream covers subj; no responders
+// also happens while a server restarts or a stream elects a leader, and those
+// are worth waiting for. Answers are kept for one round of results.
+func (p *Publisher) uncovered(subj string) bool {
+	if p.closing {
+		return false
+	}
+	if v, ok := p.noStream[subj]; ok {
+		return v
+	}
+	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
+	_, err := p.link.js.StreamNameBySubject(ctx, subj)
+	cancel()
+	v := errors.Is(err, jetstream.ErrStreamNotFound)
+	p.noStream[strings.Clone(subj)] = v // subj points into a reused buffer
+	return v
+}
+
+func classify(err error) (reason string, permanent bool) {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
+		return ReasonTimeout, false
+	case errors.Is(err, nats.ErrDisconnected):
+		return ReasonDisconnected, false
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		return ReasonNoResponders, false
+	case errors.Is(err, nats.ErrMaxPayload):
+		return ReasonTooLarge, true
+	case errors.Is(err, nats.ErrBadSubject), errors.Is(err, jetstream.ErrInvalidJSAck):
+		return ReasonInvalid, true
+	case errors.Is(err, nats.ErrPermissionViolation):
+		return ReasonDenied, true
+	case errors.As(err, &apiErr):
+		if apiErr.Code >= 500 {
+			return ReasonServer, false
+		}
+		return ReasonRejected, true
+	default:
+		return ReasonClient, false
+	}
+}
+
+// A publish the server refuses for permissions gets no ack: the server
+// reports it on the connection ("Permissions Violation for Publish to
+// "subj""), and the async publish would only time out. The connection's
+// error handler passes such reports here; the run goroutine then gives up
+// the records to that subject that were sent before the report came, and
+// only those, so a permission granted later is used at once.
+type denial struct {
+	subject string
+	at      time.Time
+	err     error
+}
+
+const deniedPrefix = "Permissions Violation for Publish to "
+
+// onAsyncError runs on nats.go's goroutine for every async error of link
+// gen's connection.
+func (p *Publisher) onAsyncError(gen uint64, err error) {
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return
+	}
+	msg := err.Error()
+	i := strings.Index(msg, deniedPrefix)
+	if i < 0 {
+		return
+	}
+	subj := strings.Trim(strings.TrimSpace(msg[i+len(deniedPrefix):]), `"`)
+	if subj == "" {
+		return
+	}
+	p.resMu.Lock()
+	if l := p.cur.Load(); l != nil && l.gen == gen {
+		p.denials = append(p.denials, denial{subject: subj, at: time.Now(), err: err})
+	}
+	p.resMu.Unlock()
+	p.signal()
+}
+
+// failDenied gives up the records in flight that a reported violation names.
+// nats.go still awaits their acks (it times them out later), so they become
+// orphans: their outcome is dropped when it comes, and they are never reused.
+func (p *Publisher) failDenied(denials []denial) {
+	for _, d := range denials {
+		for m, rc := range p.inflight {
+			if rc.msg.Subject != d.subject || rc.sentAt.After(d.at) {
+				continue
+			}
+			delete(p.inflight, m)
+			p.orphans[m] = struct{}{}
+			rc.orphaned = true
+			p.giveUp(rc, ReasonDenied, fmt.Errorf("publish to %s: %w", d.subject, d.err))
+		}
+	}
+}
