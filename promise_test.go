@@ -177,3 +177,35 @@ func TestShutdownWithNATSDownAndBufferFull(t *testing.T) {
 	}
 	t.Logf("shutdown with NATS down and the buffer full took %s (timeout 2s)", took.Round(time.Millisecond))
 }
+
+// TestNATSConnectionClosedForGoodIsRedialled closes the sidecar's NATS
+// connection for good, as nats.go does after the same authorization error
+// twice or when its reconnects run out: gcnats dials a new one, keeps
+// what it buffered, and stays healthy and ready.
+func TestNATSConnectionClosedForGoodIsRedialled(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, nil)
+	h.start(faultTopicCount)
+	base := "http://" + h.sc.httpAddr.String()
+	events := h.sim.Emit()
+	first := h.sc.pub.Conn()
+	first.Close()
+	events = append(events, h.sim.Emit()...)
+
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	for tick := time.NewTicker(10 * time.Millisecond); h.sc.pub.Conn() == first || !h.sc.pub.Conn().IsConnected(); {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("no new NATS connection after the first was closed\n%s", h.logs)
+		}
+	}
+	events = append(events, h.sim.Emit()...)
+	if code, body := get(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d %q after a redial", code, body)
+	}
+	if code, body := get(t, base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d %q after a redial", code, body)
+	}
+	h.verify(events, true)
+}

@@ -113,7 +113,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		url = sc.embedded.ClientURL()
 		log.Info("embedded JetStream server started", "url", url, "store", s.StoreDir)
 	}
-	sc.nc, err = publisher.Connect(ctx, url, publisher.ConnectOptions{
+	connOpts := publisher.ConnectOptions{
 		Name:      "gcnats",
 		CredsFile: s.NATSCreds,
 		NKeyFile:  s.NATSNKey,
@@ -123,7 +123,8 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		CertFile:  s.NATSCert,
 		KeyFile:   s.NATSKey,
 		Logger:    log,
-	})
+	}
+	sc.nc, err = publisher.Connect(ctx, url, connOpts)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
@@ -148,6 +149,11 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		publisher.WithBufferBytes(int64(s.BufferBytes)),
 		publisher.WithLogger(log),
 		publisher.WithObserver(sc.metrics.publishObserver()),
+		// nats.go gives a connection up for good after the same auth
+		// error twice (credentials rotated during a rolling restart) or
+		// when its reconnects run out: dial a new one, keeping the buffer.
+		publisher.WithRedial(publisher.Redial(url, connOpts)),
+		publisher.WithDedupWindow(s.DedupWindow),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
@@ -232,11 +238,18 @@ func (sc *sidecar) serveHTTP(addr string) error {
 
 // healthz is live until shutdown has given up flushing. A NATS or Genesys
 // outage is not a reason to restart: the sidecar rides those out itself,
-// and a restart would only lose what it holds in memory.
+// and a restart would only lose what it holds in memory. A NATS
+// connection nats.go closed for good and that cannot be dialled again is.
 func (sc *sidecar) healthz(w http.ResponseWriter, _ *http.Request) {
 	if sc.stop.Err() != nil {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
+	}
+	if sc.up.Load() {
+		if err := sc.pub.Healthy(); err != nil {
+			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 	}
 	fmt.Fprintln(w, "ok")
 }
@@ -255,7 +268,8 @@ func (sc *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if _, err := sc.js.AccountInfo(ctx); err != nil {
+	// The publisher's connection, not the first one: it may have redialled.
+	if _, err := sc.pub.JetStream().AccountInfo(ctx); err != nil {
 		http.Error(w, "not ready: jetstream: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
