@@ -123,7 +123,7 @@ type chaos struct {
 	counts   map[faultKind]int
 	natsAddr string // set while NATS is down
 	replica  *replica
-	left     []time.Time // when second replicas left: their channels linger until they expire
+	left     []time.Time       // when second replicas left: their channels linger until they expire
 	skipped  []simulator.Event // events that must not be stored (oversized)
 	expected []simulator.Event // events emitted outside the emitter
 	broken   string
@@ -141,7 +141,7 @@ func newChaos(t *testing.T, seed uint64, replay string) *chaos {
 		TokenLifetime:     20 * time.Second,
 		RecordLimit:       0,
 	}, map[string]string{
-		"GCNATS_TOPICS":            strings.Join(chaosTopics, ","),
+		"GCNATS_TOPICS": strings.Join(chaosTopics, ","),
 		// Long enough that a 2-core machine under -race never takes a
 		// busy socket for a dead one; a stall fault takes this to notice.
 		"GCNATS_HEARTBEAT_TIMEOUT": "3s",
