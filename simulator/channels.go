@@ -24,6 +24,10 @@ type channel struct {
 	sorted     []string // cached sorted topics, shared read-only; nil when stale
 	socket     *socket
 	connects   int
+	// pending holds topics subscribed but not yet receiving (see
+	// SetSubscribeDelay), by the subscription call that added them.
+	pending map[string]uint64
+	subGen  uint64
 }
 
 func (ch *channel) sortedTopics() []string {
@@ -111,7 +115,13 @@ func (s *Server) handleListChannels(w http.ResponseWriter, r *http.Request, tok 
 	slices.SortFunc(chans, func(a, b *channel) int { return a.num - b.num })
 	entities := make([]platformclientv2.Channel, 0, len(chans))
 	for _, ch := range chans {
-		entities = append(entities, channelModel(ch))
+		m := channelModel(ch)
+		if ch.token != tok {
+			// Another token's channel counts against the client's 20 but
+			// is not this caller's to read: its id is the capability.
+			m.Id, m.ConnectUri = nil, nil
+		}
+		entities = append(entities, m)
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, platformclientv2.Channelentitylisting{Entities: &entities})
@@ -162,6 +172,7 @@ func (s *Server) handleSubscriptions(w http.ResponseWriter, r *http.Request, id 
 		writeAPIError(w, http.StatusNotFound, "not.found", "Channel not found or expired.", nil)
 		return
 	}
+	var rejected []rejection
 	switch r.Method {
 	case http.MethodDelete:
 		s.setTopicsLocked(ch, nil)
@@ -169,38 +180,68 @@ func (s *Server) handleSubscriptions(w http.ResponseWriter, r *http.Request, id 
 		w.WriteHeader(http.StatusNoContent)
 		return
 	case http.MethodPut, http.MethodPost:
-		if _, msg := s.subscribeLocked(ch, entries, replace, ignore); msg != "" {
+		res := s.subscribeLocked(ch, entries, replace, ignore)
+		if res.status != 0 {
 			s.mu.Unlock()
-			writeAPIError(w, http.StatusBadRequest, "bad.request", msg, nil)
+			writeAPIError(w, res.status, res.code, res.msg, res.params)
 			return
 		}
+		rejected = res.rejected
 	}
 	topics := ch.sortedTopics()
 	s.mu.Unlock()
 
-	entities := make([]platformclientv2.Channeltopic, len(topics))
-	for i, t := range topics {
-		entities[i] = platformclientv2.Channeltopic{Id: ptr(t)}
+	// Each entity carries its state: the topics the channel holds are
+	// Permitted; with ignoreErrors, a topic the call refused is listed as
+	// Rejected with the reason, so a client can tell what it did not get.
+	entities := make([]platformclientv2.Channeltopic, 0, len(topics)+len(rejected))
+	for _, t := range topics {
+		entities = append(entities, platformclientv2.Channeltopic{Id: ptr(t), State: ptr("Permitted")})
+	}
+	for _, rj := range rejected {
+		entities = append(entities, platformclientv2.Channeltopic{Id: ptr(rj.topic), State: ptr("Rejected"), RejectionReason: ptr(rj.reason)})
 	}
 	writeJSON(w, http.StatusOK, platformclientv2.Channeltopicentitylisting{Entities: &entities})
 }
 
+// rejection is a topic a subscription call refused.
+type rejection struct {
+	topic, reason string
+}
+
+// subscribeResult is what a subscription call did: a status other than 0
+// failed the whole call with Genesys' code and message.
+type subscribeResult struct {
+	accepted []string
+	rejected []rejection
+	status   int
+	code     string
+	msg      string
+	params   map[string]string
+}
+
 // subscribeLocked adds entries to (or with replace, replaces) a channel's
-// topics and renews the channel's life. Invalid topics fail the whole call
-// unless ignoreErrors; exceeding the per-channel limit always fails it. It
-// returns the individual topics the call accepted, or Genesys' message for
-// why it failed.
-func (s *Server) subscribeLocked(ch *channel, entries []string, replace, ignoreErrors bool) ([]string, string) {
-	var accepted []string
+// topics and renews the channel's life. Invalid or refused topics (see
+// RejectTopics) fail the whole call unless ignoreErrors, which skips them
+// and reports each; exceeding the per-channel limit always fails it.
+func (s *Server) subscribeLocked(ch *channel, entries []string, replace, ignoreErrors bool) subscribeResult {
+	var res subscribeResult
 	for _, e := range entries {
 		for _, t := range expandTopic(e) {
+			status, code, reason, params := 0, "", "", map[string]string(nil)
 			if !validTopic(t) {
+				status, code, reason = http.StatusBadRequest, "bad.request", fmt.Sprintf("Invalid topic: %q is not a topic this API supports.", t)
+			} else if rj, ok := s.rejectedTopics[t]; ok {
+				status, code, reason, params = rj.status, errorCode(rj.status), rj.reason, rj.params
+			}
+			if status != 0 {
 				if ignoreErrors {
+					res.rejected = append(res.rejected, rejection{topic: t, reason: reason})
 					continue
 				}
-				return nil, fmt.Sprintf("Invalid topic: %q is not a topic this API supports.", t)
+				return subscribeResult{status: status, code: code, msg: reason, params: params}
 			}
-			accepted = append(accepted, t)
+			res.accepted = append(res.accepted, t)
 		}
 	}
 	next := map[string]struct{}{}
@@ -209,24 +250,27 @@ func (s *Server) subscribeLocked(ch *channel, entries []string, replace, ignoreE
 			next[t] = struct{}{}
 		}
 	}
-	for _, t := range accepted {
+	for _, t := range res.accepted {
 		next[t] = struct{}{}
 	}
 	if len(next) > s.opts.MaxTopicsPerChannel {
-		return nil, fmt.Sprintf("The channel subscription limit of %d topics has been exceeded (%d requested).",
-			s.opts.MaxTopicsPerChannel, len(next))
+		return subscribeResult{status: http.StatusBadRequest, code: "bad.request", msg: fmt.Sprintf("The channel subscription limit of %d topics has been exceeded (%d requested).",
+			s.opts.MaxTopicsPerChannel, len(next))}
 	}
 	s.setTopicsLocked(ch, next)
 	ch.expires = time.Now().Add(s.opts.ChannelLifetime)
-	return accepted, ""
+	return res
 }
 
-// setTopicsLocked replaces a channel's topic set and the topic index.
+// setTopicsLocked replaces a channel's topic set and the topic index. A
+// topic new to the channel reaches the index, and so receives events, only
+// after the subscribe delay (SetSubscribeDelay); one it keeps stays live.
 func (s *Server) setTopicsLocked(ch *channel, next map[string]struct{}) {
 	for t := range ch.topics {
 		if _, keep := next[t]; keep {
 			continue
 		}
+		delete(ch.pending, t)
 		if set := s.byTopic[t]; set != nil {
 			delete(set, ch)
 			if len(set) == 0 {
@@ -234,20 +278,75 @@ func (s *Server) setTopicsLocked(ch *channel, next map[string]struct{}) {
 			}
 		}
 	}
+	ch.subGen++
+	gen, delayed := ch.subGen, false
 	for t := range next {
-		set := s.byTopic[t]
-		if set == nil {
-			set = map[*channel]struct{}{}
-			s.byTopic[t] = set
+		if _, had := ch.topics[t]; had {
+			continue
 		}
-		set[ch] = struct{}{}
+		if s.subscribeDelay > 0 {
+			if ch.pending == nil {
+				ch.pending = map[string]uint64{}
+			}
+			ch.pending[t] = gen
+			delayed = true
+			continue
+		}
+		s.indexLocked(ch, t)
 	}
 	if next == nil {
 		next = map[string]struct{}{}
 	}
 	ch.topics = next
 	ch.sorted = nil
+	if delayed {
+		d := s.subscribeDelay
+		s.goLocked(func() {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-s.done:
+				return
+			case <-t.C:
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.channels[ch.id] != ch {
+				return
+			}
+			for topic, g := range ch.pending {
+				if g == gen {
+					delete(ch.pending, topic)
+					s.indexLocked(ch, topic)
+				}
+			}
+			s.changedLocked()
+		})
+	}
+	s.noteHeldLocked()
 	s.changedLocked()
+}
+
+func (s *Server) indexLocked(ch *channel, t string) {
+	set := s.byTopic[t]
+	if set == nil {
+		set = map[*channel]struct{}{}
+		s.byTopic[t] = set
+	}
+	set[ch] = struct{}{}
+}
+
+// noteHeldLocked keeps the peak of channels in use at once: subscribed or
+// connected. A channel emptied and left without a socket is the first
+// Genesys evicts, so it no longer counts against a client's budget.
+func (s *Server) noteHeldLocked() {
+	n := 0
+	for _, ch := range s.channels {
+		if ch.socket != nil || len(ch.topics) > 0 {
+			n++
+		}
+	}
+	s.stats.PeakChannelsInUse = max(s.stats.PeakChannelsInUse, n)
 }
 
 // killChannelLocked ends a channel: it leaves the index, and its socket, if

@@ -3,6 +3,7 @@ package simulator
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -284,4 +285,114 @@ type TokenInfo struct {
 	Token   string
 	Issued  time.Time
 	Expires time.Time
+}
+
+// hang holds matching requests before they are served.
+type hang struct {
+	method, path string
+	d            time.Duration
+}
+
+// HangREST makes every request whose method is method (empty: any) and
+// whose path starts with pathPrefix wait d before it is served, as a
+// Genesys endpoint that stops answering does; the client sees nothing until
+// then or until its own timeout. Close, ClearHangs and the client giving up
+// end the wait early. WebSocket dials are not held.
+func (s *Server) HangREST(method, pathPrefix string, d time.Duration) {
+	s.mu.Lock()
+	s.hangs = append(s.hangs, &hang{method: method, path: pathPrefix, d: d})
+	s.mu.Unlock()
+}
+
+// ClearHangs stops holding new requests; requests already held stay held.
+func (s *Server) ClearHangs() {
+	s.mu.Lock()
+	s.hangs = nil
+	s.mu.Unlock()
+}
+
+func (s *Server) takeHangLocked(method, path string) time.Duration {
+	if strings.HasPrefix(path, "/channels/") {
+		return 0
+	}
+	for _, h := range s.hangs {
+		if (h.method == "" || strings.EqualFold(h.method, method)) && strings.HasPrefix(path, h.path) {
+			s.stats.RequestsHung++
+			s.changedLocked() // tests wait for the hang to begin
+			return h.d
+		}
+	}
+	return 0
+}
+
+// hold waits d, or until the server closes or the client goes away.
+func (s *Server) hold(r *http.Request, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.done:
+	case <-r.Context().Done():
+	}
+}
+
+// SetSubscribeDelay makes a topic newly subscribed on a channel receive
+// events only d after the subscription call answered, as Genesys takes a
+// moment to wire a subscription: events meanwhile go to other channels of
+// the topic, if any, and not to this one. A topic the channel already held
+// keeps receiving. Zero (the default) makes subscriptions take effect at
+// once.
+func (s *Server) SetSubscribeDelay(d time.Duration) {
+	s.mu.Lock()
+	s.subscribeDelay = max(d, 0)
+	s.mu.Unlock()
+}
+
+// topicRejection is why subscriptions to a topic are refused.
+type topicRejection struct {
+	status int
+	reason string
+	params map[string]string
+}
+
+// RejectTopics makes subscription calls refuse topics, as Genesys does once
+// a queue is deleted or a permission is taken from the OAuth client: a call
+// without ignoreErrors fails with status (400 or 403) and reason; with
+// ignoreErrors=true the other topics are subscribed and each refused one
+// is answered with state "Rejected" and reason as its rejectionReason.
+// Topics a channel already holds stay subscribed. An empty reason takes
+// Genesys' wording for the status.
+func (s *Server) RejectTopics(status int, reason string, topics ...string) {
+	var params map[string]string
+	if reason == "" {
+		switch status {
+		case http.StatusForbidden:
+			reason = "You are missing the following permission(s): [routing:queue:view]"
+			params = map[string]string{"permissions": "routing:queue:view"}
+		default:
+			reason = "Invalid topic: the entity does not exist."
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rejectedTopics == nil {
+		s.rejectedTopics = map[string]topicRejection{}
+	}
+	for _, t := range topics {
+		s.rejectedTopics[t] = topicRejection{status: status, reason: reason, params: params}
+	}
+}
+
+// AcceptTopics undoes RejectTopics for topics (every topic when none is
+// given).
+func (s *Server) AcceptTopics(topics ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(topics) == 0 {
+		s.rejectedTopics = nil
+		return
+	}
+	for _, t := range topics {
+		delete(s.rejectedTopics, t)
+	}
 }

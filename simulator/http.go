@@ -93,8 +93,12 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 	// for the socket's whole life, and Close must wait for it.
 	s.wg.Add(1)
 	fault := s.takeFaultLocked(r.Method, r.URL.Path)
+	hold := s.takeHangLocked(r.Method, r.URL.Path)
 	s.mu.Unlock()
 	defer s.wg.Done()
+	if hold > 0 {
+		s.hold(r, hold)
+	}
 
 	// A socket's handler runs for the socket's life, so an upgrade is
 	// counted when it happens rather than when the handler returns.

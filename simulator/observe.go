@@ -15,7 +15,10 @@ type ChannelInfo struct {
 	// with it.
 	Token string
 	// Topics are the channel's subscriptions, sorted. Shared: do not modify.
-	Topics    []string
+	Topics []string
+	// Pending counts topics subscribed that do not receive events yet
+	// (SetSubscribeDelay).
+	Pending   int
 	Connected bool // a socket is attached
 	Stalled   bool // the attached socket is stalled by StallSocket
 	// Connects counts the sockets ever attached to this channel, so a test
@@ -84,6 +87,7 @@ func (s *Server) snapshotLocked() Snapshot {
 			ConnectURI: ch.connectURI,
 			Token:      ch.token,
 			Topics:     ch.sortedTopics(),
+			Pending:    len(ch.pending),
 			Connected:  ch.socket != nil,
 			Stalled:    ch.socket != nil && ch.socket.stalled,
 			Connects:   ch.connects,
@@ -154,6 +158,10 @@ type Stats struct {
 	PingsAnswered   int
 	Events          int // events generated
 	Deliveries      int // event frames written, summed over sockets
+	// PeakChannelsInUse is the most channels subscribed or connected at
+	// one instant, over every token of the client.
+	PeakChannelsInUse int
+	RequestsHung      int // requests HangREST held
 }
 
 // Calls sums Requests for a method and route over every status.

@@ -133,8 +133,8 @@ func TestChannelLifecycle(t *testing.T) {
 	if l, _, _ := other.GetNotificationsChannels("token"); len(*l.Entities) != 0 {
 		t.Errorf("other token lists %d channels, want 0", len(*l.Entities))
 	}
-	if l, _, _ := other.GetNotificationsChannels("oauthclient"); len(*l.Entities) != 1 {
-		t.Errorf("oauthclient lists %d channels, want 1", len(*l.Entities))
+	if l, _, _ := other.GetNotificationsChannels("oauthclient"); len(*l.Entities) != 1 || (*l.Entities)[0].Id != nil {
+		t.Errorf("oauthclient lists %d channels, want 1 with its id hidden", len(*l.Entities))
 	}
 	if _, err := api.DeleteNotificationsChannelSubscriptions(*ch.Id); err != nil {
 		t.Fatalf("delete: %v", err)
@@ -193,8 +193,13 @@ func TestTopicValidationAndLimit(t *testing.T) {
 		t.Fatalf("invalid topic: %v %+v", err, resp)
 	}
 	got, _, err := api.PutNotificationsChannelSubscriptions(*ch.Id, topics(good, "v2.routing.queues.nope", "v2.users.x.y.z"), true)
-	if err != nil || len(*got.Entities) != 1 || *(*got.Entities)[0].Id != good {
+	if err != nil || len(*got.Entities) != 3 || *(*got.Entities)[0].Id != good || *(*got.Entities)[0].State != "Permitted" {
 		t.Fatalf("ignoreErrors: %v %v", err, got)
+	}
+	for _, e := range (*got.Entities)[1:] {
+		if e.State == nil || *e.State != "Rejected" || e.RejectionReason == nil || *e.RejectionReason == "" {
+			t.Fatalf("ignoreErrors: a skipped topic is not answered Rejected with a reason: %+v", e)
+		}
 	}
 
 	// The combined form subscribes each individual topic.

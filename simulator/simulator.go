@@ -198,8 +198,13 @@ type Server struct {
 	socketN   int
 	faults    []*Fault
 	refuse    time.Time // dials are refused until then
-	rec       record
-	stats     Stats
+	hangs     []*hang
+	// subscribeDelay is how long a topic new to a channel takes to start
+	// receiving events; rejectedTopics are refused in subscriptions.
+	subscribeDelay time.Duration
+	rejectedTopics map[string]topicRejection
+	rec            record
+	stats          Stats
 }
 
 // New builds a server; it serves nothing until Start, Serve or

@@ -89,6 +89,7 @@ func (s *Server) handleSocket(w http.ResponseWriter, r *http.Request, id string,
 	ch.socket = sk
 	ch.connects++
 	s.stats.SocketsAccepted++
+	s.noteHeldLocked()
 	s.changedLocked()
 	s.mu.Unlock()
 	s.log.Debug("socket connected", "channel", ch.num, "socket", sk.num)
@@ -162,11 +163,12 @@ func (s *Server) handleClientFrame(sk *socket, data []byte) {
 		if s.channels[ch.id] != ch {
 			return
 		}
-		accepted, msg := s.subscribeLocked(ch, m.Topics, false, false)
-		if msg != "" {
-			s.writeLocked(sk, socketError(m.CorrelationID, msg))
+		res := s.subscribeLocked(ch, m.Topics, false, false)
+		if res.status != 0 {
+			s.writeLocked(sk, socketError(m.CorrelationID, res.msg))
 			return
 		}
+		accepted := res.accepted
 		if accepted == nil {
 			accepted = []string{}
 		}
