@@ -43,6 +43,10 @@ type Options struct {
 	TopicsPerChannel int           // default 1000, Genesys' limit
 	HeartbeatTimeout time.Duration // no frame for this long: reconnect; default 75s
 	TopicRefresh     time.Duration // re-expand '*' topics this often; default 5m
+	// HandoverGrace is how long a replacement socket must have been
+	// subscribed and answering before the socket it replaces is closed,
+	// when no event has yet proved it receiving; default 3s.
+	HandoverGrace time.Duration
 
 	Logger   *slog.Logger
 	Observer Observer
@@ -95,6 +99,9 @@ func New(opts Options, h Handler) (*Connector, error) {
 	}
 	if opts.TopicRefresh <= 0 {
 		opts.TopicRefresh = 5 * time.Minute
+	}
+	if opts.HandoverGrace <= 0 {
+		opts.HandoverGrace = 3 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -266,6 +273,14 @@ func (c *Connector) refreshTopics(ctx context.Context, start func(*slot)) {
 // Status is the connector's state for readiness and metrics.
 type Status struct {
 	Channels []ChannelStatus
+	// ClientChannels is how many channels the OAuth client held across
+	// all its tokens at the last count (at start and each topic refresh),
+	// OtherChannels how many of them are not this connector's; -1 before
+	// the first count.
+	ClientChannels, OtherChannels int
+	// BudgetAtRisk: the channel budget plus the channels others hold
+	// passes Genesys' 20, so a rollover may evict a live channel.
+	BudgetAtRisk bool
 }
 
 // ChannelStatus describes one planned channel.
@@ -275,6 +290,7 @@ type ChannelStatus struct {
 	Topics       int
 	Connected    bool // a socket is open and answered a ping
 	Subscribed   bool // the channel holds its current topics
+	Rejected     int  // topics Genesys refused at the last subscription; tried again at each refresh
 	HeartbeatAge time.Duration
 	Expires      time.Time // when the channel must be replaced: its own or its token's end
 }
