@@ -69,9 +69,14 @@ type Connector struct {
 	log     *slog.Logger
 	obs     Observer
 
+	spare   *spare // the one channel beyond the plan, for a rollover
+
 	mu      sync.Mutex
 	slots   []*slot
 	changed chan struct{} // closed and replaced on every state change
+
+	clientChannels, otherChannels int // at the last count; -1 before it
+	budgetAtRisk                  bool
 }
 
 // New returns a connector; nothing is dialled until Run.
@@ -120,7 +125,11 @@ func New(opts Options, h Handler) (*Connector, error) {
 		handler: h,
 		log:     opts.Logger,
 		obs:     opts.Observer,
+		spare:   newSpare(),
 		changed: make(chan struct{}),
+
+		clientChannels: -1,
+		otherChannels:  -1,
 	}, nil
 }
 
@@ -159,6 +168,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	c.countClientChannels(ctx)
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -182,11 +192,9 @@ func (c *Connector) Run(ctx context.Context) error {
 	for _, g := range groups {
 		total += len(g)
 	}
-	c.log.Info("subscribing", "topics", total, "channels", len(groups))
+	c.log.Info("subscribing", "topics", total, "channels", len(groups), "budget", c.opts.MaxChannels)
 
-	if c.hasWildcards() {
-		wg.Go(func() { c.refreshTopics(ctx, start) })
-	}
+	wg.Go(func() { c.refreshTopics(ctx, start) })
 	<-ctx.Done()
 	wg.Wait()
 	if parent.Err() != nil {
@@ -222,7 +230,9 @@ func (c *Connector) hasWildcards() bool {
 }
 
 // refreshTopics re-expands '*' topics: new queues and users are subscribed,
-// removed ones unsubscribed, on the channels already open.
+// removed ones unsubscribed, on the channels already open; topics Genesys
+// refused last time are asked for again. Each refresh also counts the
+// OAuth client's channels.
 func (c *Connector) refreshTopics(ctx context.Context, start func(*slot)) {
 	t := time.NewTicker(c.opts.TopicRefresh)
 	defer t.Stop()
@@ -231,6 +241,15 @@ func (c *Connector) refreshTopics(ctx context.Context, start func(*slot)) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		c.countClientChannels(ctx)
+		c.mu.Lock()
+		for _, s := range c.slots {
+			s.retryRefused()
+		}
+		c.mu.Unlock()
+		if !c.hasWildcards() {
+			continue
 		}
 		topics, err := c.resolveTopics(ctx)
 		if err != nil {
@@ -317,7 +336,9 @@ func (c *Connector) Status() Status {
 	slots := append([]*slot(nil), c.slots...)
 	c.mu.Unlock()
 	now := time.Now()
-	st := Status{Channels: make([]ChannelStatus, len(slots))}
+	c.mu.Lock()
+	st := Status{Channels: make([]ChannelStatus, len(slots)), ClientChannels: c.clientChannels, OtherChannels: c.otherChannels, BudgetAtRisk: c.budgetAtRisk}
+	c.mu.Unlock()
 	for i, s := range slots {
 		st.Channels[i] = s.status(now)
 	}

@@ -1,0 +1,686 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+)
+
+// slotState is where a slot's machine is. Transitions happen only in step
+// and the handlers it calls, one event at a time, on the slot's goroutine.
+//
+//	connecting --socket up--> live --rotate timer / closing warning--> handover
+//	connecting --failed--> backingOff --retry timer--> connecting
+//	live --socket lost or channel gone--> connecting
+//	handover --replacement receiving, or grace--> live
+//	handover --old channel gone, no replacement yet--> connecting / backingOff
+type slotState int
+
+const (
+	connecting slotState = iota // no receiving socket; a connect job runs
+	backingOff                  // no receiving socket; waiting to try again
+	live                        // one receiving socket on the slot's channel
+	handover                    // a replacement is coming up; the old socket reads on meanwhile
+)
+
+func (st slotState) String() string {
+	return [...]string{"connecting", "backing_off", "live", "handover"}[st]
+}
+
+// handoverKind is what a handover replaces.
+type handoverKind int
+
+const (
+	rotation    handoverKind = iota + 1 // the channel: near its end or its token's
+	closingSwap                         // the socket: Genesys warned it closes soon
+)
+
+// machine is a slot's state. Only the slot's goroutine touches it; jobs
+// get copies of what they need and answer with events.
+type machine struct {
+	s       *slot
+	ctx     context.Context // ends jobs and dials at shutdown
+	stopCtx context.CancelFunc
+	jobs    jobGroup
+	timers  [timerKinds]timerSlot
+	open    map[*socket]struct{} // every socket not yet ended or closed
+
+	state slotState
+
+	// The slot's channel and its socket.
+	ch             *channelInfo
+	created        time.Time
+	sock           *socket
+	chTopics       []string // what ch was last subscribed with
+	rejected       []rejectedTopic
+	subscribedOnce bool // later subscriptions are lenient: a refusal is not fatal
+	attempt        int  // failed connects since the last success
+	lostSince      time.Time
+	lostWhy        string
+	connectBusy    bool
+	resubBusy      bool
+
+	// The handover in progress.
+	kind         handoverKind
+	next         *channelInfo // rotation: the replacement, made and subscribed; kept across failed attempts
+	nextCreated  time.Time
+	nextTopics   []string
+	nextRejected []rejectedTopic
+	cand         *socket // the replacement socket: answered a ping, not yet shown receiving
+	rotateBusy   bool
+	rotAttempt   int
+	spare        bool // holds the connector's spare channel
+	spareWanted  bool
+	letGoBusy    bool // the replaced channel is being emptied; the spare is still ours
+}
+
+func newMachine(s *slot, ctx context.Context) *machine {
+	ctx, cancel := context.WithCancel(ctx)
+	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}}
+}
+
+// run keeps the slot's topics flowing until ctx ends. It returns only a
+// permanent error (nil when ctx ends).
+func (s *slot) run(ctx context.Context) error {
+	m := newMachine(s, ctx)
+	defer m.shutdown()
+	m.connect()
+	m.publish()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.box.wake:
+			for _, ev := range s.box.take() {
+				if err := m.step(ev); err != nil {
+					return err
+				}
+			}
+			m.publish()
+		}
+	}
+}
+
+// step is the one place an event changes the machine.
+func (m *machine) step(ev any) error {
+	switch ev := ev.(type) {
+	case socketEvent:
+		return m.onSocket(ev)
+	case evReceiving:
+		if ev.sock == m.cand && m.cand != nil {
+			m.promote("receiving")
+		}
+	case evConnected:
+		if ev.rotation {
+			return m.onRotated(ev.res)
+		}
+		return m.onConnected(ev)
+	case evReplaced:
+		m.onReplaced(ev)
+	case evSubscribed:
+		m.onSubscribed(ev)
+	case evSpare:
+		m.onSpare()
+	case evLetGo:
+		m.letGoBusy = false
+		if m.state != handover || m.kind != rotation {
+			m.releaseSpare()
+		}
+	case evTopics:
+		m.resubscribe(true)
+	case evTimer:
+		if ev.gen != m.timers[ev.kind].gen {
+			return nil // re-armed or cancelled since
+		}
+		m.timers[ev.kind].t = nil
+		switch ev.kind {
+		case tRetry:
+			m.connect()
+		case tRotate:
+			m.rotate()
+		case tGrace:
+			if m.cand != nil {
+				m.promote("grace")
+			}
+		case tResub:
+			m.resubscribe(false)
+		}
+	}
+	return nil
+}
+
+// publish shows the machine's state to Status and the budget count.
+func (m *machine) publish() {
+	s := m.s
+	s.mu.Lock()
+	s.channel, s.next, s.sock = m.ch, m.next, m.sock
+	s.subscribed = m.ch != nil && slices.Equal(m.chTopics, s.topics)
+	s.rejected = len(m.rejected)
+	s.mu.Unlock()
+	s.c.notify()
+}
+
+// connect brings up a socket on the slot's channel, or on a new one when
+// it has none or it is gone. During a rotation it only redials the old
+// channel: the replacement is already on its way, and making a third
+// channel would break the budget.
+func (m *machine) connect() {
+	if m.connectBusy || m.sock != nil {
+		return
+	}
+	m.cancel(tRetry)
+	m.connectBusy = true
+	if m.state != handover {
+		m.state = connecting
+	}
+	j := connectJob{mayCreate: m.state != handover, lenient: m.subscribedOnce}
+	forID := ""
+	if m.ch != nil {
+		ch := *m.ch
+		j.reuse, forID = &ch, ch.ID
+	}
+	s := m.s
+	m.startJob(func(ctx context.Context) any { return evConnected{forID: forID, res: s.connect(ctx, j)} })
+}
+
+func (m *machine) onConnected(ev evConnected) error {
+	m.connectBusy = false
+	res := ev.res
+	if ev.forID != m.chID() {
+		// The slot's channel changed while the job ran (a rotation took
+		// over, or the channel died): what it brought is history.
+		m.discard(res)
+		return nil
+	}
+	if res.made {
+		m.setChannel(res.ch, res.topics, res.rejected)
+	}
+	if res.err != nil {
+		return m.connectFailed(res.err)
+	}
+	m.open[res.sock] = struct{}{}
+	m.sock = res.sock
+	m.recovered()
+	if m.state == handover {
+		return nil // the old channel redialled while its replacement comes up
+	}
+	m.state = live
+	m.after(tRotate, time.Until(rotateAt(m.ch, m.created)))
+	m.resubscribe(false)
+	return nil
+}
+
+func (m *machine) connectFailed(err error) error {
+	if errors.Is(err, errNotCreated) {
+		m.channelGone()
+		return nil
+	}
+	if Permanent(err) {
+		return err
+	}
+	m.attempt++
+	if m.lostSince.IsZero() {
+		m.lostSince, m.lostWhy = time.Now(), ReasonDial
+		m.s.log.Warn("cannot connect, retrying", "err", err)
+	} else {
+		m.s.log.Debug("reconnect failed", "attempt", m.attempt, "err", err)
+	}
+	m.s.c.obs.Reconnect(ReasonDial)
+	if m.state != handover {
+		m.state = backingOff
+	}
+	m.after(tRetry, backoff(m.attempt, 250*time.Millisecond, 30*time.Second))
+	return nil
+}
+
+func (m *machine) recovered() {
+	if !m.lostSince.IsZero() {
+		m.s.log.Info("socket reconnected", "reason", m.lostWhy, "attempts", m.attempt+1, "down", time.Since(m.lostSince).Round(time.Millisecond))
+	} else {
+		m.s.log.Info("socket connected", "ref", channelRef(m.ch.ID), "channel_deadline", m.ch.deadline())
+	}
+	m.lostSince, m.attempt = time.Time{}, 0
+}
+
+// onSocket handles a reader's news: of the current socket, of a
+// replacement, or of one already replaced (history).
+func (m *machine) onSocket(ev socketEvent) error {
+	if ev.ended {
+		delete(m.open, ev.sock)
+	}
+	switch {
+	case ev.sock == m.sock && m.sock != nil:
+		switch {
+		case ev.reason == ReasonGone:
+			m.s.c.obs.Reconnect(ReasonGone)
+			m.s.log.Warn("channel gone, replacing it")
+			m.channelGone()
+		case ev.reason == ReasonClosing && !ev.ended:
+			if m.state == live {
+				m.beginSwap()
+			}
+		case ev.ended:
+			m.socketLost(ev.reason, ev.err)
+		}
+	case ev.sock == m.cand && m.cand != nil && (ev.ended || ev.reason == ReasonGone):
+		m.candidateLost(ev.reason == ReasonGone)
+	}
+	return nil
+}
+
+func (m *machine) socketLost(reason string, err error) {
+	m.sock = nil
+	if m.state == handover && m.kind == closingSwap {
+		// Expected: a second socket on a channel makes Genesys drop the
+		// first. What it wrote before is read; the replacement takes over.
+		if m.cand != nil {
+			m.promote("old socket closed")
+		}
+		return
+	}
+	m.s.c.obs.Reconnect(reason)
+	if m.lostSince.IsZero() {
+		m.lostSince, m.lostWhy = time.Now(), reason
+		m.s.log.Warn("socket lost, reconnecting", "reason", reason, "err", err)
+	}
+	if m.state == handover && m.cand != nil {
+		m.promote("old socket lost")
+		return
+	}
+	m.connect()
+}
+
+// channelGone: Genesys ended the slot's channel (expired, evicted, its
+// token expired).
+func (m *machine) channelGone() {
+	if m.sock != nil {
+		m.closeSock(m.sock)
+	}
+	m.sock, m.ch, m.chTopics, m.rejected = nil, nil, nil, nil
+	if m.lostSince.IsZero() {
+		m.lostSince, m.lostWhy = time.Now(), ReasonGone
+	}
+	switch {
+	case m.state == handover && m.kind == rotation:
+		switch {
+		case m.cand != nil:
+			m.promote("old channel gone")
+		case !m.rotateBusy:
+			m.endRotation()
+		}
+		// else the rotation job's answer decides (onRotated)
+	case m.state == handover && m.kind == closingSwap:
+		if m.cand != nil {
+			m.closeSock(m.cand)
+			m.cand = nil
+		}
+		m.kind = 0
+		m.state = connecting
+		m.connect()
+	default:
+		m.connect()
+	}
+}
+
+// rotate starts a planned rotation: a new channel, subscribed and
+// receiving, before the old one ends.
+func (m *machine) rotate() {
+	switch {
+	case m.state == live && m.letGoBusy:
+		// The last rotation's old channel is still being emptied and so
+		// still holds the spare.
+		m.after(tRotate, 100*time.Millisecond)
+	case m.state == live:
+		m.state, m.kind = handover, rotation
+		m.requestSpare()
+	case m.state == handover && m.kind == rotation:
+		if m.spare && !m.rotateBusy && m.cand == nil {
+			m.startRotation() // a retry after a failed attempt
+		}
+	case m.state == handover:
+		m.after(tRotate, time.Second) // after the socket swap
+	}
+	// Not connected: the reconnect re-arms the rotation.
+}
+
+// requestSpare waits for the connector's spare channel in a job.
+//
+// Invariant (budget): a slot makes a second channel only while it holds
+// the spare, and holds it until the replaced channel is emptied.
+func (m *machine) requestSpare() {
+	if m.spare {
+		m.startRotation()
+		return
+	}
+	if m.spareWanted {
+		return
+	}
+	m.spareWanted = true
+	sp := m.s.c.spare
+	m.startJob(func(ctx context.Context) any {
+		if sp.acquire(ctx) {
+			return evSpare{}
+		}
+		return nil
+	})
+}
+
+func (m *machine) onSpare() {
+	m.spareWanted = false
+	m.spare = true
+	if m.state == handover && m.kind == rotation && m.ch != nil {
+		m.startRotation()
+		return
+	}
+	m.releaseSpare() // the rotation ended otherwise while we waited
+}
+
+func (m *machine) releaseSpare() {
+	if m.spare {
+		m.spare = false
+		m.s.c.spare.release()
+	}
+}
+
+// startRotation makes (or, after a failed attempt, dials again) the
+// replacement channel.
+//
+// Invariant (no leak): a replacement made by an earlier attempt is reused;
+// only a replacement Genesys says is gone is made anew.
+func (m *machine) startRotation() {
+	if m.rotateBusy {
+		return
+	}
+	m.rotateBusy = true
+	j := connectJob{mayCreate: true, tokenAfter: m.ch.TokenExpires, lenient: true}
+	if m.next != nil {
+		next := *m.next
+		j.reuse = &next
+	}
+	s := m.s
+	m.startJob(func(ctx context.Context) any { return evConnected{rotation: true, res: s.connect(ctx, j)} })
+}
+
+func (m *machine) onRotated(res connectResult) error {
+	m.rotateBusy = false
+	if res.made {
+		m.next, m.nextCreated, m.nextTopics, m.nextRejected = &res.ch, time.Now(), res.topics, res.rejected
+	}
+	if res.err != nil {
+		if Permanent(res.err) {
+			return res.err
+		}
+		m.rotAttempt++
+		if m.ch == nil {
+			m.endRotation() // the old channel died meanwhile
+			return nil
+		}
+		wait := backoff(m.rotAttempt, time.Second, 30*time.Second)
+		if m.rotAttempt == 1 {
+			m.s.log.Warn("channel rotation failed, retrying", "wait", wait, "err", res.err)
+		} else {
+			m.s.log.Debug("channel rotation failed again", "attempt", m.rotAttempt, "wait", wait, "err", res.err)
+		}
+		// Invariant (no leak): the retry backs off, growing, and dials the
+		// replacement already made.
+		m.after(tRotate, wait)
+		return nil
+	}
+	m.open[res.sock] = struct{}{}
+	m.cand = res.sock
+	m.candidateUp()
+	return nil
+}
+
+// candidateUp: a replacement socket answered a ping. A pong proves only
+// that Genesys has the socket; its subscriptions may not deliver yet.
+//
+// Invariant (overlap): the old socket reads on until the replacement
+// handed on an event (evReceiving) or HandoverGrace passed, unless there
+// is no old socket left to keep.
+func (m *machine) candidateUp() {
+	if m.sock == nil {
+		m.promote("no socket to overlap")
+		return
+	}
+	m.after(tGrace, m.s.c.opts.HandoverGrace)
+}
+
+func (m *machine) candidateLost(gone bool) {
+	m.cand = nil
+	m.cancel(tGrace)
+	switch m.kind {
+	case rotation:
+		if gone {
+			m.next = nil // made anew at the next attempt
+		}
+		m.rotAttempt++
+		if m.ch == nil {
+			m.endRotation()
+			return
+		}
+		m.after(tRotate, backoff(m.rotAttempt, time.Second, 30*time.Second))
+	case closingSwap:
+		m.kind = 0
+		if m.sock != nil {
+			m.state = live
+			return
+		}
+		m.state = connecting
+		m.connect()
+	}
+}
+
+// endRotation: the old channel ended before a replacement was up. The
+// replacement channel, if made, becomes the slot's channel; there is one
+// channel again, so the spare goes back.
+func (m *machine) endRotation() {
+	m.cancel(tRotate)
+	m.cancel(tGrace)
+	if m.next != nil {
+		m.setChannelAt(*m.next, m.nextCreated, m.nextTopics, m.nextRejected)
+	}
+	m.next, m.kind = nil, 0
+	if !m.letGoBusy {
+		m.releaseSpare()
+	}
+	m.attempt = m.rotAttempt
+	m.rotAttempt = 0
+	if m.attempt > 0 {
+		m.state = backingOff
+		m.after(tRetry, backoff(m.attempt, 250*time.Millisecond, 30*time.Second))
+		return
+	}
+	m.state = connecting
+	m.connect()
+}
+
+// promote makes the replacement the slot's socket and lets the old go.
+func (m *machine) promote(proof string) {
+	m.cancel(tGrace)
+	old, oldCh := m.sock, m.ch
+	m.sock, m.cand = m.cand, nil
+	m.state = live
+	switch m.kind {
+	case rotation:
+		m.setChannelAt(*m.next, m.nextCreated, m.nextTopics, m.nextRejected)
+		m.next, m.rotAttempt = nil, 0
+		m.s.c.obs.Reconnect(ReasonRotate)
+		m.s.log.Info("channel rotated before expiry", "ref", channelRef(m.ch.ID), "channel_deadline", m.ch.deadline(), "proof", proof)
+		m.letGo(old, oldCh)
+	case closingSwap:
+		m.s.c.obs.Reconnect(ReasonClosing)
+		m.s.log.Info("socket replaced after closing warning", "proof", proof)
+		if old != nil {
+			m.closeSock(old)
+		}
+	}
+	m.kind = 0
+	if !m.lostSince.IsZero() {
+		m.recovered()
+	}
+	m.after(tRotate, time.Until(rotateAt(m.ch, m.created)))
+	m.resubscribe(false)
+}
+
+// letGo closes the replaced socket and empties the replaced channel, which
+// Genesys keeps until its deadline: empty and unconnected, it is the first
+// Genesys evicts, so it no longer takes a place in anyone's budget. Then
+// the spare goes back.
+func (m *machine) letGo(old *socket, oldCh *channelInfo) {
+	if oldCh == nil {
+		if old != nil {
+			m.closeSock(old)
+		}
+		m.releaseSpare()
+		return
+	}
+	m.letGoBusy = true
+	api, log, id := m.s.c.api, m.s.log, oldCh.ID
+	m.startJob(func(ctx context.Context) any {
+		if old != nil {
+			old.close()
+		}
+		if err := api.unsubscribeAll(ctx, id); err != nil && !IsStatus(err, http.StatusNotFound) {
+			log.Debug("emptying the replaced channel failed; it ends at its deadline anyway", "err", err)
+		}
+		return evLetGo{}
+	})
+}
+
+// beginSwap answers a closing warning: a second socket on the same channel
+// replaces this one, which Genesys closes in about a minute.
+func (m *machine) beginSwap() {
+	m.state, m.kind = handover, closingSwap
+	s, ch := m.s, *m.ch
+	m.startJob(func(ctx context.Context) any {
+		sock, err := s.dial(ctx, ch)
+		return evReplaced{sock: sock, err: err}
+	})
+}
+
+func (m *machine) onReplaced(ev evReplaced) {
+	if m.state != handover || m.kind != closingSwap {
+		if ev.sock != nil {
+			m.closeSock(ev.sock)
+		}
+		return
+	}
+	if ev.err != nil {
+		m.kind = 0
+		if m.sock != nil {
+			m.state = live
+			m.s.log.Warn("replacing a closing socket failed, will reconnect when it closes", "err", ev.err)
+			return
+		}
+		m.state = connecting
+		m.connect()
+		return
+	}
+	m.open[ev.sock] = struct{}{}
+	m.cand = ev.sock
+	m.candidateUp()
+}
+
+// resubscribe puts the slot's current topics on its channel when they
+// changed, or with retryRefused when Genesys refused some last time. A
+// rotation's replacement is made with the current topics, and checked
+// again once it takes over.
+func (m *machine) resubscribe(retryRefused bool) {
+	if m.ch == nil || m.resubBusy || (m.state == handover && m.kind == rotation) {
+		return
+	}
+	topics := m.s.currentTopics()
+	if slices.Equal(topics, m.chTopics) && (!retryRefused || len(m.rejected) == 0) {
+		return
+	}
+	m.cancel(tResub)
+	m.resubBusy = true
+	api, id := m.s.c.api, m.ch.ID
+	m.startJob(func(ctx context.Context) any {
+		// Lenient: a queue deleted since the listing, or a permission
+		// taken away, costs those topics, not the others or the process.
+		rejected, err := api.subscribe(ctx, id, topics, true)
+		return evSubscribed{chID: id, topics: topics, rejected: rejected, err: err}
+	})
+}
+
+func (m *machine) onSubscribed(ev evSubscribed) {
+	m.resubBusy = false
+	if ev.chID != m.chID() {
+		m.resubscribe(false) // the channel changed meanwhile
+		return
+	}
+	if ev.err != nil {
+		switch {
+		case IsStatus(ev.err, http.StatusNotFound):
+			// The socket hears the 404 too, and a new channel follows.
+		case Permanent(ev.err):
+			m.s.log.Error("Genesys refused the resubscription; keeping the topics the channel holds, trying again at the next topic refresh", "err", ev.err)
+		default:
+			m.s.log.Warn("resubscribe failed, retrying", "err", ev.err)
+			m.after(tResub, 5*time.Second)
+		}
+		return
+	}
+	m.chTopics, m.rejected = ev.topics, ev.rejected
+	m.logRejected(ev.rejected)
+	m.resubscribe(false) // the topics may have changed again meanwhile
+}
+
+func (m *machine) logRejected(rejected []rejectedTopic) {
+	if len(rejected) == 0 {
+		return
+	}
+	shown := rejected[:min(len(rejected), 5)]
+	args := make([]any, 0, 2*len(shown)+2)
+	args = append(args, "rejected", len(rejected))
+	for i, r := range shown {
+		args = append(args, "topic_"+string(rune('1'+i)), r.Topic+": "+r.Reason)
+	}
+	m.s.log.Warn("Genesys refused topics; the others are subscribed, these are tried again at the next topic refresh", args...)
+}
+
+func (m *machine) setChannel(ch channelInfo, topics []string, rejected []rejectedTopic) {
+	m.setChannelAt(ch, time.Now(), topics, rejected)
+	m.logRejected(rejected)
+}
+
+func (m *machine) setChannelAt(ch channelInfo, created time.Time, topics []string, rejected []rejectedTopic) {
+	m.ch, m.created, m.chTopics, m.rejected = &ch, created, topics, rejected
+	m.subscribedOnce = true
+}
+
+func (m *machine) chID() string {
+	if m.ch == nil {
+		return ""
+	}
+	return m.ch.ID
+}
+
+// discard closes what a job brought after the slot moved on: its socket,
+// and the subscriptions of a channel it made, which nobody will read.
+func (m *machine) discard(res connectResult) {
+	if res.sock != nil {
+		m.closeSock(res.sock)
+	}
+	if res.made {
+		api, id := m.s.c.api, res.ch.ID
+		m.startJob(func(ctx context.Context) any {
+			_ = api.unsubscribeAll(ctx, id)
+			return nil
+		})
+	}
+}
+
+// closeSock closes a socket in a job: a close waits up to a second for the
+// server's answer, which the loop must not.
+func (m *machine) closeSock(sock *socket) {
+	delete(m.open, sock)
+	m.startJob(func(context.Context) any {
+		sock.close()
+		return nil
+	})
+}
