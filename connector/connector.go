@@ -69,7 +69,7 @@ type Connector struct {
 	log     *slog.Logger
 	obs     Observer
 
-	spare   *spare // the one channel beyond the plan, for a rollover
+	spare *spare // the one channel beyond the plan, for a rollover
 
 	mu      sync.Mutex
 	slots   []*slot

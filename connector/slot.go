@@ -31,9 +31,9 @@ type slot struct {
 
 func (c *Connector) newSlot(index int, topics []string) *slot {
 	return &slot{
-		c:       c,
-		index:   index,
-		log:     c.log.With("channel", index),
+		c:      c,
+		index:  index,
+		log:    c.log.With("channel", index),
 		box:    newMailbox(),
 		topics: topics,
 	}
@@ -111,4 +111,3 @@ func rotateAt(ch *channelInfo, created time.Time) time.Time {
 	lead := min(max(life/10, 2*time.Second), life/2, 10*time.Minute)
 	return end.Add(-lead)
 }
-

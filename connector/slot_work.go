@@ -65,10 +65,10 @@ type (
 		rejected []rejectedTopic
 		err      error
 	}
-	evSpare    struct{} // the connector's spare channel is this slot's
-	evLetGo    struct{} // the replaced channel is emptied and its socket closed
-	evTopics   struct{} // the slot's topics changed, or refused ones are due again
-	evTimer    struct {
+	evSpare  struct{} // the connector's spare channel is this slot's
+	evLetGo  struct{} // the replaced channel is emptied and its socket closed
+	evTopics struct{} // the slot's topics changed, or refused ones are due again
+	evTimer  struct {
 		kind timerKind
 		gen  uint64
 	}
