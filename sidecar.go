@@ -157,6 +157,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		MaxChannels:      s.MaxChannels,
 		HeartbeatTimeout: s.HeartbeatTimeout,
 		TopicRefresh:     s.TopicRefresh,
+		HandoverGrace:    s.HandoverGrace,
 		Logger:           log,
 		Observer:         sc.metrics,
 	}, pipe)
