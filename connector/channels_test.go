@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -325,5 +326,41 @@ func TestRefreshKeepsAcceptedTopics(t *testing.T) {
 	waitSim(t, sim, 30*time.Second, "the refused topic subscribed at a later refresh", func(s simulator.Snapshot) bool { return has(s, refusedTopic) })
 	if err := c.Wait(ctx, func(s Status) bool { return s.Channels[0].Rejected == 0 }); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunLeavesNoGoroutines: after Run returns, nothing the connector
+// started runs on: not a socket reader, a job hung in a REST call, or a
+// rotation waiting for the spare.
+func TestRunLeavesNoGoroutines(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{Queues: 6, Users: 1, TokenLifetime: 4 * time.Second})
+	o := Options{
+		APIURL: sim.URL(), ClientID: sim.ClientID(), ClientSecret: sim.ClientSecret(),
+		Topics: fixedTopics(sim, 6), HeartbeatTimeout: 2 * time.Second, MaxChannels: 4, TopicsPerChannel: 2,
+	}
+	c, err := New(o, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	// Hang the rotations' subscriptions so jobs are mid-call, and others
+	// wait for the spare, when Run is stopped.
+	sim.HangREST("PUT", "/api/v2/notifications/channels/", time.Minute)
+	waitSim(t, sim, 30*time.Second, "a rotation's subscription to hang", func(simulator.Snapshot) bool { return sim.Stats().RequestsHung >= 1 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, g := range strings.Split(stacks, "\n\n") {
+		if strings.Contains(g, "gcnats/gcnats/connector.") && !strings.Contains(g, "TestRunLeavesNoGoroutines") && !strings.Contains(g, "testing.tRunner") {
+			t.Errorf("still running after Run returned:\n%s", g)
+		}
 	}
 }
