@@ -12,8 +12,11 @@ import (
 // run as jobs in goroutines and come back as typed events through the
 // slot's mailbox, so the loop that watches sockets never waits on Genesys.
 
-// mailbox carries events to a slot's loop. post never blocks, so neither a
-// socket reader nor a job ever waits on the loop.
+// mailbox carries events to a slot's loop.
+//
+// Invariant (no blocking): post never blocks, so neither a socket reader
+// nor a job ever waits on the loop; and the loop itself never makes a REST
+// call or a dial (those are jobs), so it never waits on Genesys.
 type mailbox struct {
 	mu   sync.Mutex
 	q    []any
