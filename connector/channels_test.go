@@ -133,6 +133,7 @@ func TestRotationsStayWithinBudget(t *testing.T) {
 	if err := waitReadyOrFail(t, c, done); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("channels created %d, peak in use at once %d of a budget of 4", sim.Stats().ChannelsCreated, sim.Stats().PeakChannelsInUse)
 	if peak := sim.Stats().PeakChannelsInUse; peak > 4 {
 		t.Fatalf("%d channels in use at once, over the budget of 4", peak)
 	}
@@ -252,6 +253,7 @@ func TestHandoverWaitsForLiveSubscriptions(t *testing.T) {
 			lost++
 		}
 	}
+	t.Logf("%d events emitted across the rotation, %d reached no socket", len(evs), lost)
 	if lost > 0 {
 		t.Fatalf("%d of %d events emitted during the rotation reached no socket", lost, len(evs))
 	}

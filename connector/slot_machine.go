@@ -170,8 +170,8 @@ func (m *machine) publish() {
 // rotation connect only redials the old channel: the replacement is on its
 // way, and a third channel would break the budget.
 func (m *machine) connect() {
-	if m.connectBusy || m.sock != nil {
-		return
+	if m.connectBusy || m.sock != nil || (m.state == handover && m.ch == nil) {
+		return // a handover whose old channel died ends with the rotation's answer
 	}
 	m.cancel(tRetry)
 	m.connectBusy = true

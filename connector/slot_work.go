@@ -128,6 +128,8 @@ func (s *slot) connect(ctx context.Context, j connectJob) connectResult {
 			return connectResult{ch: *j.reuse, err: errNotCreated}
 		}
 		s.log.Info("channel gone, creating a new one")
+	} else if !j.mayCreate {
+		return connectResult{err: errNotCreated}
 	}
 	info, err := s.c.api.createChannel(ctx, j.tokenAfter)
 	if err != nil {
