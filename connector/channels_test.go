@@ -366,3 +366,29 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 		}
 	}
 }
+
+// TestHungResubscribeDoesNotDelayARedial: a topic refresh's subscription
+// call hangs while the channel's socket drops; the socket is redialled at
+// once all the same.
+func TestHungResubscribeDoesNotDelayARedial(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 1})
+	c, done := runWith(t, sim, []string{"v2.routing.queues.*.conversations"}, nil, func(o *Options) { o.TopicRefresh = 100 * time.Millisecond })
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	first := sim.Channels()[0].ID
+	sim.HangREST("PUT", "/api/v2/notifications/channels/", 30*time.Second)
+	sim.AddQueue("new")
+	waitSim(t, sim, 30*time.Second, "the resubscription to hang", func(simulator.Snapshot) bool { return sim.Stats().RequestsHung >= 1 })
+	if err := sim.CloseSocket(first); err != nil {
+		t.Fatal(err)
+	}
+	dropped := time.Now()
+	waitSim(t, sim, 30*time.Second, "the socket redialled", func(s simulator.Snapshot) bool {
+		ch, ok := s.Channel(first)
+		return ok && ch.Connected && ch.Connects >= 2
+	})
+	if took := time.Since(dropped); took > 2*time.Second {
+		t.Fatalf("redialled %s after the drop", took)
+	}
+}
