@@ -94,8 +94,12 @@ func (s *slot) run(ctx context.Context) error {
 			return nil
 		case <-s.box.wake:
 			for _, ev := range s.box.take() {
+				was := m.state
 				if err := m.step(ev); err != nil {
 					return err
+				}
+				if m.state != was {
+					s.log.Debug("channel state", "from", was, "to", m.state)
 				}
 			}
 			m.publish()
@@ -329,10 +333,10 @@ func (m *machine) channelGone() {
 
 // resubscribe puts the slot's current topics on its channel when they
 // changed, or with retryRefused when Genesys refused some last time. A
-// rotation's replacement is made with the current topics, and checked
+// rotation's replacement is made with the topics of its time, and checked
 // again once it takes over.
 func (m *machine) resubscribe(retryRefused bool) {
-	if m.ch == nil || m.resubBusy || (m.state == handover && m.kind == rotation) {
+	if m.ch == nil || m.resubBusy {
 		return
 	}
 	topics := m.s.currentTopics()
