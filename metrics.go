@@ -145,6 +145,10 @@ var (
 	plannedDesc   = prometheus.NewDesc("gcnats_channels_planned", "Channels the topic plan needs.", nil, nil)
 	topicsDesc    = prometheus.NewDesc("gcnats_topics_active", "Topics subscribed on connected channels.", nil, nil)
 	heartbeatDesc = prometheus.NewDesc("gcnats_heartbeat_age_seconds", "Seconds since the last heartbeat, per planned channel.", []string{"channel"}, nil)
+	clientDesc    = prometheus.NewDesc("gcnats_oauthclient_channels", "Channels the OAuth client holds across all its tokens (every replica), at the last count; Genesys allows 20.", nil, nil)
+	othersDesc    = prometheus.NewDesc("gcnats_oauthclient_other_channels", "Of those, channels this sidecar does not hold.", nil, nil)
+	atRiskDesc    = prometheus.NewDesc("gcnats_channel_budget_at_risk", "1 when GCNATS_MAX_CHANNELS plus the other channels pass 20: a rollover may evict a live channel.", nil, nil)
+	rejectedDesc  = prometheus.NewDesc("gcnats_topics_rejected", "Topics Genesys refused at the last subscription; tried again at each topic refresh.", nil, nil)
 )
 
 func (cc *connectorCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -152,12 +156,17 @@ func (cc *connectorCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- plannedDesc
 	ch <- topicsDesc
 	ch <- heartbeatDesc
+	ch <- clientDesc
+	ch <- othersDesc
+	ch <- atRiskDesc
+	ch <- rejectedDesc
 }
 
 func (cc *connectorCollector) Collect(ch chan<- prometheus.Metric) {
 	st := cc.c.Status()
-	active, topics := 0, 0
+	active, topics, rejected := 0, 0, 0
 	for _, c := range st.Channels {
+		rejected += c.Rejected
 		if c.Connected {
 			active++
 			topics += c.Topics
@@ -167,6 +176,16 @@ func (cc *connectorCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(channelsDesc, prometheus.GaugeValue, float64(active))
 	ch <- prometheus.MustNewConstMetric(plannedDesc, prometheus.GaugeValue, float64(len(st.Channels)))
 	ch <- prometheus.MustNewConstMetric(topicsDesc, prometheus.GaugeValue, float64(topics))
+	ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.GaugeValue, float64(rejected))
+	if st.ClientChannels >= 0 {
+		ch <- prometheus.MustNewConstMetric(clientDesc, prometheus.GaugeValue, float64(st.ClientChannels))
+		ch <- prometheus.MustNewConstMetric(othersDesc, prometheus.GaugeValue, float64(st.OtherChannels))
+	}
+	atRisk := 0.0
+	if st.BudgetAtRisk {
+		atRisk = 1
+	}
+	ch <- prometheus.MustNewConstMetric(atRiskDesc, prometheus.GaugeValue, atRisk)
 }
 
 // publishObserver feeds the publisher's events to the metrics.

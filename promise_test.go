@@ -209,3 +209,38 @@ func TestNATSConnectionClosedForGoodIsRedialled(t *testing.T) {
 	}
 	h.verify(events, true)
 }
+
+// TestHandoverAuditsCorrelationIDs rotates channels while events flow and
+// checks the dedup id's assumption the way production does: bodies both
+// sockets of a rotation read share their correlation id. With a simulated
+// Genesys that gives each channel its own id, the mismatch is counted and
+// a warning logged.
+func TestHandoverAuditsCorrelationIDs(t *testing.T) {
+	for _, perChannel := range []bool{false, true} {
+		t.Run(fmt.Sprintf("id per channel %v", perChannel), func(t *testing.T) {
+			h := faultHarness(t, simulator.Options{ChannelLifetime: 2 * time.Second, CorrelationIDPerChannel: perChannel}, nil)
+			h.start(faultTopicCount)
+			em := startEmitter(h.sim, 5*time.Millisecond)
+			first := h.onlyChannel()
+			h.waitSim("two rotations", func(s simulator.Snapshot) bool { return rotatedTwice(h, first, s) })
+			em.waitMore(h, 30)
+			em.finish()
+			if err := h.stop(); err != nil {
+				t.Fatal(err)
+			}
+			match := counterValue(h.sc.metrics.handoverAudit.WithLabelValues("match"))
+			mismatch := counterValue(h.sc.metrics.handoverAudit.WithLabelValues("mismatch"))
+			warned := strings.Contains(h.logs.full(), "under different correlation ids")
+			t.Logf("handover audit: %v bodies matched, %v mismatched", match, mismatch)
+			if perChannel {
+				if mismatch == 0 || !warned {
+					t.Fatalf("per-channel ids: %v mismatches, warned %v; want both", mismatch, warned)
+				}
+				return
+			}
+			if match == 0 || mismatch != 0 || warned {
+				t.Fatalf("one id per event: %v matches, %v mismatches, warned %v; want matches only", match, mismatch, warned)
+			}
+		})
+	}
+}

@@ -59,6 +59,7 @@ type Settings struct {
 	BufferBytes      ByteSize      `env:"GCNATS_BUFFER_BYTES" envDefault:"64MiB"`
 	ShutdownTimeout  time.Duration `env:"GCNATS_SHUTDOWN_TIMEOUT" envDefault:"20s"`
 	HeartbeatTimeout time.Duration `env:"GCNATS_HEARTBEAT_TIMEOUT" envDefault:"75s"`
+	HandoverGrace    time.Duration `env:"GCNATS_HANDOVER_GRACE" envDefault:"3s"`
 }
 
 // regions maps Genesys Cloud AWS regions to their domains.
@@ -293,8 +294,8 @@ func (s *Settings) resolve() []error {
 	if s.LogFormat != "json" && s.LogFormat != "text" {
 		bad(fmt.Errorf("GCNATS_LOG_FORMAT: %q; expected json or text", s.LogFormat))
 	}
-	if s.MaxChannels < 1 || s.MaxChannels > 20 {
-		bad(fmt.Errorf("GCNATS_MAX_CHANNELS: %d; expected 1 to 20 (Genesys allows 20 channels per OAuth client)", s.MaxChannels))
+	if s.MaxChannels < 2 || s.MaxChannels > 20 {
+		bad(fmt.Errorf("GCNATS_MAX_CHANNELS: %d; expected 2 to 20 (Genesys allows 20 channels per OAuth client, and one of the budget stays spare for rollovers)", s.MaxChannels))
 	}
 	if s.TopicRefresh < time.Second {
 		bad(errors.New("GCNATS_TOPIC_REFRESH: expected at least 1s"))
@@ -307,6 +308,9 @@ func (s *Settings) resolve() []error {
 	}
 	if s.HeartbeatTimeout < 100*time.Millisecond {
 		bad(errors.New("GCNATS_HEARTBEAT_TIMEOUT: expected at least 100ms (Genesys sends a heartbeat every 30s)"))
+	}
+	if s.HandoverGrace <= 0 || s.HandoverGrace > time.Minute {
+		bad(fmt.Errorf("GCNATS_HANDOVER_GRACE: %s; expected more than 0 and at most 1m (a replaced socket is closed this long after its replacement answered, unless an event showed the replacement receiving sooner)", s.HandoverGrace))
 	}
 	return errs
 }

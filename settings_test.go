@@ -29,6 +29,7 @@ func TestSettingsDefaults(t *testing.T) {
 		StreamReplicas: 1, StreamMaxAge: 168 * time.Hour, DedupWindow: 2 * time.Minute, Payload: "event",
 		HTTPAddr: ":8080", LogLevel: "info", LogFormat: "json", MaxChannels: 10, TopicRefresh: 5 * time.Minute,
 		BufferBytes: 64 << 20, ShutdownTimeout: 20 * time.Second, HeartbeatTimeout: 75 * time.Second,
+		HandoverGrace: 3 * time.Second,
 	}
 	if s.APIURL != want.APIURL || strings.Join(s.Topics, ",") != strings.Join(want.Topics, ",") ||
 		s.StoreDir != want.StoreDir || s.EmbeddedListen != want.EmbeddedListen || s.Stream != want.Stream ||
@@ -36,7 +37,8 @@ func TestSettingsDefaults(t *testing.T) {
 		s.StreamMaxAge != want.StreamMaxAge || s.DedupWindow != want.DedupWindow || s.Payload != want.Payload ||
 		s.HTTPAddr != want.HTTPAddr || s.LogLevel != want.LogLevel || s.LogFormat != want.LogFormat ||
 		s.MaxChannels != want.MaxChannels || s.TopicRefresh != want.TopicRefresh || s.BufferBytes != want.BufferBytes ||
-		s.ShutdownTimeout != want.ShutdownTimeout || s.HeartbeatTimeout != want.HeartbeatTimeout {
+		s.ShutdownTimeout != want.ShutdownTimeout || s.HeartbeatTimeout != want.HeartbeatTimeout ||
+		s.HandoverGrace != want.HandoverGrace {
 		t.Fatalf("defaults:\n got %+v\nwant %+v", s, want)
 	}
 }
@@ -111,6 +113,8 @@ func TestSettingsErrors(t *testing.T) {
 		{set: map[string]string{"GCNATS_LOG_LEVEL": "loud"}, want: "GCNATS_LOG_LEVEL"},
 		{set: map[string]string{"GCNATS_LOG_FORMAT": "xml"}, want: "GCNATS_LOG_FORMAT"},
 		{set: map[string]string{"GCNATS_MAX_CHANNELS": "21"}, want: "GCNATS_MAX_CHANNELS"},
+		{set: map[string]string{"GCNATS_MAX_CHANNELS": "1"}, want: "GCNATS_MAX_CHANNELS: 1; expected 2 to 20"},
+		{set: map[string]string{"GCNATS_HANDOVER_GRACE": "0s"}, want: "GCNATS_HANDOVER_GRACE"},
 		{set: map[string]string{"GCNATS_TOPIC_REFRESH": "10ms"}, want: "GCNATS_TOPIC_REFRESH"},
 		{set: map[string]string{"GCNATS_BUFFER_BYTES": "lots"}, want: "GCNATS_BUFFER_BYTES: expected a size"},
 		{set: map[string]string{"GCNATS_BUFFER_BYTES": "512KiB"}, want: "GCNATS_BUFFER_BYTES: expected at least 1MiB"},

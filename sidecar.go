@@ -170,6 +170,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		HeartbeatTimeout: s.HeartbeatTimeout,
 		TopicRefresh:     s.TopicRefresh,
 		DrainTimeout:     s.ShutdownTimeout,
+		HandoverGrace:    s.HandoverGrace,
 		Logger:           log,
 		Observer:         sc.metrics,
 	}, pipe)

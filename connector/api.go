@@ -249,17 +249,101 @@ func (a *api) createChannel(ctx context.Context, tokenAfter time.Time) (channelI
 	return info, nil
 }
 
-// subscribe replaces the channel's subscriptions with topics. Invalid topics
-// fail the call (400) so a typo in the settings is found at start.
-func (a *api) subscribe(ctx context.Context, channelID string, topics []string) error {
+// rejectedTopic is a topic Genesys refused in a subscription call made
+// with ignoreErrors.
+type rejectedTopic struct {
+	Topic, Reason string
+}
+
+// subscribe replaces the channel's subscriptions with topics. Strict, an
+// invalid or forbidden topic fails the call (400, 403), so a typo in the
+// settings is found at start. Lenient (ignoreErrors), Genesys subscribes
+// what it can and the answer says which topics it refused and why; those
+// are returned.
+func (a *api) subscribe(ctx context.Context, channelID string, topics []string, lenient bool) ([]rejectedTopic, error) {
 	body := make([]platformclientv2.Channeltopic, len(topics))
 	for i := range topics {
 		body[i].Id = &topics[i]
 	}
-	return a.call(ctx, "subscribe channel", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
-		_, resp, err := platformclientv2.NewNotificationsApiWithConfig(cfg).PutNotificationsChannelSubscriptions(channelID, body, false)
+	var answer *platformclientv2.Channeltopicentitylisting
+	err := a.call(ctx, "subscribe channel", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
+		var resp *platformclientv2.APIResponse
+		var err error
+		answer, resp, err = platformclientv2.NewNotificationsApiWithConfig(cfg).PutNotificationsChannelSubscriptions(channelID, body, lenient)
 		return resp, err
 	})
+	if err != nil || !lenient {
+		return nil, err
+	}
+	return refusedTopics(topics, answer), nil
+}
+
+// refusedTopics compares what was asked with Genesys' answer: a topic the
+// answer marks Rejected, or leaves out, was not subscribed.
+func refusedTopics(asked []string, answer *platformclientv2.Channeltopicentitylisting) []rejectedTopic {
+	state := map[string]platformclientv2.Channeltopic{}
+	if answer != nil && answer.Entities != nil {
+		for _, e := range *answer.Entities {
+			if e.Id != nil {
+				state[*e.Id] = e
+			}
+		}
+	}
+	var out []rejectedTopic
+	for _, entry := range asked {
+		for _, t := range expandSubscription(entry) {
+			e, ok := state[t]
+			switch {
+			case !ok:
+				out = append(out, rejectedTopic{Topic: t, Reason: "not in Genesys' answer"})
+			case e.State != nil && strings.EqualFold(*e.State, "Rejected"):
+				reason := "rejected"
+				if e.RejectionReason != nil && *e.RejectionReason != "" {
+					reason = *e.RejectionReason
+				}
+				out = append(out, rejectedTopic{Topic: t, Reason: reason})
+			}
+		}
+	}
+	return out
+}
+
+// expandSubscription names the topics one subscription entry stands for:
+// v2.users.{id}?presence&routingStatus is v2.users.{id}.presence and
+// v2.users.{id}.routingStatus, and events and answers use those names.
+func expandSubscription(entry string) []string {
+	base, query, ok := strings.Cut(entry, "?")
+	if !ok {
+		return []string{entry}
+	}
+	parts := strings.Split(query, "&")
+	out := make([]string, 0, len(parts))
+	for _, p := range parts {
+		out = append(out, base+"."+p)
+	}
+	return out
+}
+
+// listClientChannels lists the ids of the OAuth client's channels across
+// all its tokens; another token's channel is listed without its id.
+func (a *api) listClientChannels(ctx context.Context) ([]string, error) {
+	var listing *platformclientv2.Channelentitylisting
+	err := a.call(ctx, "list channels", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
+		var resp *platformclientv2.APIResponse
+		var err error
+		listing, resp, err = platformclientv2.NewNotificationsApiWithConfig(cfg).GetNotificationsChannels("oauthclient")
+		return resp, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	if listing != nil && listing.Entities != nil {
+		for _, ch := range *listing.Entities {
+			ids = append(ids, deref(ch.Id))
+		}
+	}
+	return ids, nil
 }
 
 // unsubscribeAll empties a channel Genesys keeps until its deadline, so

@@ -5,6 +5,18 @@ import (
 	"sync"
 )
 
+// reportAudit counts a finished handover's audit and warns, once per
+// process, the first time the assumption fails.
+func (c *Connector) reportAudit(a *correlationAudit) {
+	match, mismatch := a.result()
+	c.obs.HandoverAudited(match, mismatch)
+	if mismatch > 0 && c.auditWarned.CompareAndSwap(false, true) {
+		c.log.Warn("one event reached two channels under different correlation ids: "+
+			"the dedup id cannot collapse handover overlaps, so events read by both sockets are stored twice; "+
+			"see gcnats_handover_correlation_total", "bodies_mismatched", mismatch, "bodies_matched", match)
+	}
+}
+
 // correlationAudit checks, during a handover, what the dedup id rests on:
 // that one event fanned out to two channels carries the same
 // metadata.CorrelationId on both. Genesys does not document it. While an

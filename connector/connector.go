@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,6 +53,10 @@ type Options struct {
 	// on backpressure may still finish the frame it holds before its
 	// context ends too. Default 0: at once.
 	DrainTimeout time.Duration
+	// HandoverGrace is how long a replacement socket must have been
+	// subscribed and answering before the socket it replaces is closed,
+	// when no event has yet proved it receiving; default 3s.
+	HandoverGrace time.Duration
 
 	Logger   *slog.Logger
 	Observer Observer
@@ -74,9 +79,16 @@ type Connector struct {
 	log     *slog.Logger
 	obs     Observer
 
+	spare *spare // the one channel beyond the plan, for a rollover
+
+	auditWarned atomic.Bool // the correlation-id warning is given once
+
 	mu      sync.Mutex
 	slots   []*slot
 	changed chan struct{} // closed and replaced on every state change
+
+	clientChannels, otherChannels int // at the last count; -1 before it
+	budgetAtRisk                  bool
 }
 
 // New returns a connector; nothing is dialled until Run.
@@ -105,6 +117,9 @@ func New(opts Options, h Handler) (*Connector, error) {
 	if opts.TopicRefresh <= 0 {
 		opts.TopicRefresh = 5 * time.Minute
 	}
+	if opts.HandoverGrace <= 0 {
+		opts.HandoverGrace = 3 * time.Second
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -122,7 +137,11 @@ func New(opts Options, h Handler) (*Connector, error) {
 		handler: h,
 		log:     opts.Logger,
 		obs:     opts.Observer,
+		spare:   newSpare(),
 		changed: make(chan struct{}),
+
+		clientChannels: -1,
+		otherChannels:  -1,
 	}, nil
 }
 
@@ -161,6 +180,7 @@ func (c *Connector) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	c.countClientChannels(ctx)
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -184,11 +204,9 @@ func (c *Connector) Run(ctx context.Context) error {
 	for _, g := range groups {
 		total += len(g)
 	}
-	c.log.Info("subscribing", "topics", total, "channels", len(groups))
+	c.log.Info("subscribing", "topics", total, "channels", len(groups), "budget", c.opts.MaxChannels)
 
-	if c.hasWildcards() {
-		wg.Go(func() { c.refreshTopics(ctx, start) })
-	}
+	wg.Go(func() { c.refreshTopics(ctx, start) })
 	<-ctx.Done()
 	wg.Wait()
 	if parent.Err() != nil {
@@ -224,7 +242,9 @@ func (c *Connector) hasWildcards() bool {
 }
 
 // refreshTopics re-expands '*' topics: new queues and users are subscribed,
-// removed ones unsubscribed, on the channels already open.
+// removed ones unsubscribed, on the channels already open; topics Genesys
+// refused last time are asked for again. Each refresh also counts the
+// OAuth client's channels.
 func (c *Connector) refreshTopics(ctx context.Context, start func(*slot)) {
 	t := time.NewTicker(c.opts.TopicRefresh)
 	defer t.Stop()
@@ -233,6 +253,15 @@ func (c *Connector) refreshTopics(ctx context.Context, start func(*slot)) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		c.countClientChannels(ctx)
+		c.mu.Lock()
+		for _, s := range c.slots {
+			s.retryRefused()
+		}
+		c.mu.Unlock()
+		if !c.hasWildcards() {
+			continue
 		}
 		topics, err := c.resolveTopics(ctx)
 		if err != nil {
@@ -275,6 +304,14 @@ func (c *Connector) refreshTopics(ctx context.Context, start func(*slot)) {
 // Status is the connector's state for readiness and metrics.
 type Status struct {
 	Channels []ChannelStatus
+	// ClientChannels is how many channels the OAuth client held across
+	// all its tokens at the last count (at start and each topic refresh),
+	// OtherChannels how many of them are not this connector's; -1 before
+	// the first count.
+	ClientChannels, OtherChannels int
+	// BudgetAtRisk: the channel budget plus the channels others hold
+	// passes Genesys' 20, so a rollover may evict a live channel.
+	BudgetAtRisk bool
 }
 
 // ChannelStatus describes one planned channel.
@@ -284,6 +321,7 @@ type ChannelStatus struct {
 	Topics       int
 	Connected    bool // a socket is open and answered a ping
 	Subscribed   bool // the channel holds its current topics
+	Rejected     int  // topics Genesys refused at the last subscription; tried again at each refresh
 	HeartbeatAge time.Duration
 	Expires      time.Time // when the channel must be replaced: its own or its token's end
 }
@@ -310,7 +348,9 @@ func (c *Connector) Status() Status {
 	slots := append([]*slot(nil), c.slots...)
 	c.mu.Unlock()
 	now := time.Now()
-	st := Status{Channels: make([]ChannelStatus, len(slots))}
+	c.mu.Lock()
+	st := Status{Channels: make([]ChannelStatus, len(slots)), ClientChannels: c.clientChannels, OtherChannels: c.otherChannels, BudgetAtRisk: c.budgetAtRisk}
+	c.mu.Unlock()
 	for i, s := range slots {
 		st.Channels[i] = s.status(now)
 	}

@@ -151,10 +151,11 @@ func redactURL(err error, uri string) error {
 	return errors.New(strings.ReplaceAll(msg, uri, "<connectUri>"))
 }
 
-// start runs the reader and the watchdog; the reader reports on events.
-func (s *socket) start(ctx context.Context, events chan<- socketEvent) {
+// start runs the reader and the watchdog; the reader reports to sink,
+// which must never block: a reader waiting on its slot would stop reading.
+func (s *socket) start(ctx context.Context, sink func(socketEvent)) {
 	go s.watch()
-	go s.read(ctx, events)
+	go s.read(ctx, sink)
 }
 
 // awaitPong proves the server has the socket registered and is writing to
@@ -241,19 +242,20 @@ func (s *socket) watch() {
 	}
 }
 
-func (s *socket) read(ctx context.Context, events chan<- socketEvent) {
+func (s *socket) read(ctx context.Context, sink func(socketEvent)) {
 	defer close(s.done)
 	hctx, cancelHandler := drainContext(ctx, s.drain)
 	defer cancelHandler()
 	var f Frame
 	buf := make([]byte, 0, 64<<10)
 	report := func(ev socketEvent) {
-		ev.sock = s
 		select {
-		case events <- ev:
-		case <-s.quit:
-		case <-ctx.Done():
+		case <-s.quit: // closed by its slot, which wants no more news of it
+			return
+		default:
 		}
+		ev.sock = s
+		sink(ev)
 	}
 	for {
 		s.waitingSince.Store(time.Now().UnixNano())

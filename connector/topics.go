@@ -111,9 +111,13 @@ type PlanError struct {
 }
 
 func (e *PlanError) Error() string {
-	return fmt.Sprintf("%d topics need %d channels of %d topics, over the budget of %d (GCNATS_MAX_CHANNELS): subscribe to fewer topics or raise the budget (Genesys allows 20 channels per OAuth client, shared by every replica)",
-		e.Topics, e.Needed, e.PerChannel, e.Budget)
+	return fmt.Sprintf("%d topics need %d channels of %d topics, and a budget of %d (GCNATS_MAX_CHANNELS) holds %d plus the spare a rollover needs: subscribe to fewer topics or raise the budget (Genesys allows 20 channels per OAuth client, shared by every replica)",
+		e.Topics, e.Needed, e.PerChannel, e.Budget, slotsFor(e.Budget))
 }
+
+// slotsFor is how many channels a budget plans: one stays spare, because a
+// rollover makes the new channel before it lets the old one go.
+func slotsFor(budget int) int { return budget - 1 }
 
 // plan spreads topics evenly over the fewest channels that hold them, so
 // each channel keeps room to grow when the org does.
@@ -126,7 +130,7 @@ func plan(topics []string, perChannel, budget int) ([][]string, error) {
 		return nil, fmt.Errorf("no topics to subscribe to")
 	}
 	needed := (total + perChannel - 1) / perChannel
-	if needed > budget {
+	if needed > slotsFor(budget) {
 		return nil, &PlanError{Topics: total, PerChannel: perChannel, Needed: needed, Budget: budget}
 	}
 	share := (total + needed - 1) / needed
@@ -143,7 +147,7 @@ func plan(topics []string, perChannel, budget int) ([][]string, error) {
 		n += c
 	}
 	groups = append(groups, cur)
-	if len(groups) > budget {
+	if len(groups) > slotsFor(budget) {
 		return nil, &PlanError{Topics: total, PerChannel: perChannel, Needed: len(groups), Budget: budget}
 	}
 	return groups, nil
@@ -184,7 +188,7 @@ func replan(current [][]string, topics []string, perChannel, budget int) ([][]st
 		}
 		i := slices.IndexFunc(counts, func(n int) bool { return n+c <= perChannel })
 		if i < 0 {
-			if len(next) >= budget {
+			if len(next) >= slotsFor(budget) {
 				return nil, &PlanError{Topics: total, PerChannel: perChannel, Needed: len(next) + 1, Budget: budget}
 			}
 			next = append(next, nil)

@@ -297,7 +297,11 @@ func (s *Server) deliverLocked(topic string, body []byte) Event {
 		At:            time.Now(),
 	}
 	for ch := range s.byTopic[topic] {
-		if sk := ch.socket; sk != nil && sk.writable() && s.writeLocked(sk, frame) {
+		f := frame
+		if s.opts.CorrelationIDPerChannel && ev.Delivered > 0 {
+			f, _ = buildFrame(topic, body, newUUID())
+		}
+		if sk := ch.socket; sk != nil && sk.writable() && s.writeLocked(sk, f) {
 			ev.Delivered++
 		}
 	}

@@ -42,7 +42,14 @@
 //   - CloseSocket ends the TCP stream with no close frame (the client reads
 //     close 1006); SendClosingWarning closes with 1001 after its delay.
 //   - Exceeding the topic limit is a 400 even with ignoreErrors=true, which
-//     skips only invalid topics.
+//     skips only invalid or refused topics (RejectTopics). Its answer lists
+//     every topic the channel holds with state "Permitted" and each skipped
+//     one with state "Rejected" and a rejectionReason.
+//   - A new subscription delivers at once unless SetSubscribeDelay says
+//     otherwise; a client that needs to know when it delivers waits for an
+//     event, as it must with Genesys.
+//   - GET /api/v2/notifications/channels?includechannels=oauthclient lists
+//     the other tokens' channels without their ids: counted, not readable.
 //   - Through the SDK, a 429 or 5xx arrives as a nil *APIResponse and an error
 //     "… giving up after 1 attempt(s)": its retrying HTTP client, with
 //     RetryMax 0, swallows the response. Raw HTTP sees the Genesys body and
@@ -106,6 +113,13 @@ type Options struct {
 	// (default 20) are Genesys' limits.
 	MaxTopicsPerChannel int
 	MaxChannels         int
+
+	// CorrelationIDPerChannel gives each channel an event reaches its own
+	// metadata.CorrelationId (the record keeps the first). Genesys does
+	// not document whether one event fanned out to several channels
+	// carries one id; this is the other reading, for testing a consumer
+	// that relies on it.
+	CorrelationIDPerChannel bool
 
 	// RecordLimit bounds the event record to the most recent events; zero
 	// keeps every event (right for tests, not for a long-running demo).
