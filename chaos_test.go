@@ -45,7 +45,8 @@ func TestChaos(t *testing.T) {
 	seed, dur := chaosSettings(t)
 	schedule := drawSchedule(seed, dur, 700*time.Millisecond)
 	replay := fmt.Sprintf("GCNATS_CHAOS_SEED=%d GCNATS_CHAOS_DURATION=%s make chaos", seed, dur)
-	t.Logf("chaos: seed %d, %s, %d faults; replay with: %s", seed, dur, len(schedule), replay)
+	// Printed even when the run passes, so every CI log names its seed.
+	fmt.Fprintf(os.Stderr, "chaos: seed %d, %s, %d faults; replay with: %s\n", seed, dur, len(schedule), replay)
 
 	c := newChaos(t, seed, replay)
 	c.h.start(9)
@@ -574,6 +575,8 @@ func (c *chaos) report(acc accounting, readyAfter time.Duration) {
 	fmt.Fprintf(&b, "\nready %s after the last fault healed; peak buffer %d bytes of %d; peak channels in use %d; peak heap in use %d MiB (test process: simulator, NATS and sidecar)\n",
 		readyAfter.Round(time.Millisecond), c.peakBuf, chaosBuffer, c.peakChan, c.peakHeap>>20)
 	c.t.Log(b.String())
+	fmt.Fprintf(os.Stderr, "chaos: seed %d held: sent %d, stored %d, lost %d, duplicated %d, undeliverable %d, %d faults\n",
+		c.seed, acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, undeliverable, len(c.log))
 }
 
 // channelTag names a channel or entity in the report without its id.
