@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/gcnats/gcnats/simulator"
 )
 
@@ -243,4 +247,76 @@ func TestHandoverAuditsCorrelationIDs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNATSUserDeniedOneSubject runs the sidecar as a NATS user that may not
+// publish presence events, as a deployment's account rules can say: the
+// denial is counted at once, the buffer stays flat, and every other topic
+// flows on the same socket.
+func TestNATSUserDeniedOneSubject(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "gcnats-denied", Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: t.TempDir(),
+		Users: []*server.User{
+			{Username: "gcnats", Password: "sidecar-pw", Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"genesys.v2.users.*.presence"}},
+				Subscribe: &server.SubjectPermission{Allow: []string{">"}},
+			}},
+			{Username: "reader", Password: "reader-pw"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS not ready")
+	}
+	h := faultHarness(t, simulator.Options{}, map[string]string{
+		"NATS_URL": srv.ClientURL(), "NATS_USER": "gcnats", "NATS_PASSWORD": "sidecar-pw",
+	})
+	h.nc, err = nats.Connect(srv.ClientURL(), nats.UserInfo("reader", "reader-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.nc.Close)
+	if h.js, err = jetstream.New(h.nc); err != nil {
+		t.Fatal(err)
+	}
+	h.start(faultTopicCount)
+	ch := h.onlyChannel()
+
+	var events, denied []simulator.Event
+	for range 20 {
+		for _, ev := range h.sim.Emit() {
+			if strings.HasSuffix(ev.Topic, ".presence") {
+				denied = append(denied, ev)
+			} else {
+				events = append(events, ev)
+			}
+		}
+	}
+	msgs := h.collect("GENESYS", len(events))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	// Flat: every denied event is given up, none held.
+	for tick := time.NewTicker(10 * time.Millisecond); h.sc.pub.Stats().BufferedBytes != 0; {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("the buffer still holds %d bytes", h.sc.pub.Stats().BufferedBytes)
+		}
+	}
+	acc := account(append(events, denied...), msgs, func(ev simulator.Event) bool { return strings.HasSuffix(ev.Topic, ".presence") })
+	if acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 || len(msgs) != len(events) {
+		t.Fatalf("%v; %d stored for %d allowed events", acc, len(msgs), len(events))
+	}
+	if got := counterValue(h.sc.metrics.droppedFrames.WithLabelValues("publish_denied")); got != float64(len(denied)) {
+		t.Errorf("frames_dropped_total{reason=publish_denied} = %v, want %d", got, len(denied))
+	}
+	if c, _ := h.sim.Snapshot().Channel(ch.ID); c.Connects != 1 {
+		t.Errorf("a denied subject cost a reconnect: %d connects", c.Connects)
+	}
+	t.Logf("denied subject: sent %d, stored %d, denied and counted %d, lost 0, duplicated 0", len(events)+len(denied), len(msgs), len(denied))
 }
