@@ -78,12 +78,20 @@ type api struct {
 	maxAttempts            int
 }
 
+// sdkGlobals guards the SDK's package-level logging settings: every new
+// Configuration writes them and every call reads them. Calls hold it for
+// reading, so a connector made while another one talks to Genesys (two in
+// one process, as in tests) does not race with it.
+var sdkGlobals sync.RWMutex
+
 // newSDKClient returns an SDK configuration for baseURL that sends through
 // its own once-only HTTP client.
 func newSDKClient(baseURL string) (*platformclientv2.Configuration, *httpClient) {
 	// A config file path that cannot exist keeps the SDK from reading
 	// ~/.genesyscloudgo and from starting its file watcher goroutine.
+	sdkGlobals.Lock()
 	cfg := platformclientv2.NewConfigurationWithConfigFile("/nonexistent/gcnats/genesyscloudgo", false)
+	sdkGlobals.Unlock()
 	cfg.BasePath = strings.TrimRight(baseURL, "/")
 	cfg.AutomaticTokenRefresh = false
 	cfg.ShouldRefreshAccessToken = false
@@ -151,7 +159,9 @@ func (a *api) once(ctx context.Context, op string, fn func(*platformclientv2.Con
 	a.inUse = token
 	a.cfg.AccessToken = token.Value
 	a.http.ctx = ctx
+	sdkGlobals.RLock()
 	resp, err := fn(a.cfg)
+	sdkGlobals.RUnlock()
 	a.http.ctx = context.Background()
 	return asAPIError(op, resp, err)
 }

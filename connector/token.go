@@ -118,7 +118,10 @@ func (ts *TokenSource) fetch(ctx context.Context) (Token, error) {
 	start := ts.now()
 	ts.http.ctx = ctx
 	defer func() { ts.http.ctx = context.Background() }()
-	if err := ts.cfg.AuthorizeClientCredentials(ts.id, ts.secret); err != nil {
+	sdkGlobals.RLock()
+	err := ts.cfg.AuthorizeClientCredentials(ts.id, ts.secret)
+	sdkGlobals.RUnlock()
+	if err != nil {
 		// The SDK reports an OAuth refusal only as text; recover its status
 		// so callers can tell bad credentials from a network fault.
 		if m := authErrorRE.FindStringSubmatch(err.Error()); m != nil {
