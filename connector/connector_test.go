@@ -385,3 +385,21 @@ func TestDeadChannelFoundByHead(t *testing.T) {
 		t.Fatalf("%d channels created, want 2", got)
 	}
 }
+
+// TestConnectorsShareAProcess makes connectors while another one talks to
+// Genesys: the SDK keeps its logging settings in package variables that
+// every new configuration writes and every call reads. Found by chaos
+// (seed 11, a second replica joining); -race fails it without sdkGlobals.
+func TestConnectorsShareAProcess(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{})
+	c, done, _ := runConnector(t, sim, testTopics, func(o *Options) { o.TopicRefresh = time.Millisecond })
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	// Refreshes list queues and users back to back meanwhile.
+	for range 50 {
+		if _, err := New(Options{APIURL: sim.URL(), ClientID: "id", ClientSecret: "secret", Topics: testTopics}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
