@@ -9,12 +9,18 @@ PKGS     := ./...
 build: ## the gcnats binary, static
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o gcnats .
 
-test: lint ## lint, then every test with the race detector, then the Kubernetes manifests
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+# A fresh chaos seed each run, printed first: go test shows a passing
+# package's output only with -v, and a failure must name its seed.
+CHAOS_SEED := $(or $(GCNATS_CHAOS_SEED),$(shell od -An -N8 -tu8 /dev/urandom | tr -d ' '))
+
+test: lint ## lint, then every test with the race detector (a short chaos round included), then the Kubernetes manifests
+	@echo "chaos round: GCNATS_CHAOS_SEED=$(CHAOS_SEED) GCNATS_CHAOS_DURATION=40s (replay: GCNATS_CHAOS_SEED=$(CHAOS_SEED) GCNATS_CHAOS_DURATION=40s make chaos)"
+	GCNATS_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	cd k8s && $(GO) test -count=1 ./...
 
 chaos: ## a seeded, randomized fault schedule against every guarantee; GCNATS_CHAOS_SEED replays one
-	GCNATS_CHAOS_DURATION=$${GCNATS_CHAOS_DURATION:-5m} $(GO) test -race -count=1 -timeout 0 -run '^TestChaos$$' -v .
+	GCNATS_CHAOS_SEED=$(CHAOS_SEED) GCNATS_CHAOS_DURATION=$${GCNATS_CHAOS_DURATION:-5m} \
+	  $(GO) test -race -count=1 -timeout 0 -run '^TestChaos$$' -v .
 
 demo: ## JetStream, a simulated Genesys org and the sidecar, all embedded
 	$(GO) run . demo
