@@ -192,6 +192,21 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// waitBothReplicas waits until two channels, one a replica, are connected
+// with every topic each, so each event reaches both.
+func (h *harness) waitBothReplicas(topics int) {
+	h.t.Helper()
+	h.waitSim("both replicas' channels connected", func(s simulator.Snapshot) bool {
+		connected := 0
+		for _, c := range s.Channels {
+			if c.Connected && len(c.Topics) == topics {
+				connected++
+			}
+		}
+		return connected == 2
+	})
+}
+
 // stopNATS stops the test's JetStream server and returns its address.
 func (h *harness) stopNATS() string {
 	addr := h.nats.Addr()
@@ -271,15 +286,7 @@ func TestTwoReplicasStoreEachEventOnce(t *testing.T) {
 	h := faultHarness(t, simulator.Options{}, nil)
 	h.start(faultTopicCount)
 	second := h.startReplica()
-	h.waitSim("both replicas' channels connected", func(s simulator.Snapshot) bool {
-		connected := 0
-		for _, c := range s.Channels {
-			if c.Connected && len(c.Topics) == faultTopicCount {
-				connected++
-			}
-		}
-		return connected == 2
-	})
+	h.waitBothReplicas(faultTopicCount)
 	events := h.sim.EmitN(40 * faultTopicCount)
 	for _, ev := range events {
 		if ev.Delivered != 2 {

@@ -88,15 +88,7 @@ func TestIdenticalBodiesAreDistinctEvents(t *testing.T) {
 	h := faultHarness(t, simulator.Options{}, map[string]string{"GCNATS_TOPICS": "v2.routing.queues.*.users"})
 	h.start(2)
 	second := h.startReplica()
-	h.waitSim("both replicas' channels connected", func(s simulator.Snapshot) bool {
-		connected := 0
-		for _, c := range s.Channels {
-			if c.Connected && len(c.Topics) == 2 {
-				connected++
-			}
-		}
-		return connected == 2
-	})
+	h.waitBothReplicas(2)
 	q, u := h.sim.Queues()[0].ID, h.sim.Users()[0].ID
 	topic := "v2.routing.queues." + q + ".users"
 	var events []simulator.Event

@@ -126,30 +126,9 @@ func lens(groups [][]string) []int {
 }
 
 // runConnector runs a connector against sim until ready or failed.
-func runConnector(t *testing.T, sim *simulator.Server, topics []string, opts ...func(*Options)) (*Connector, chan error, context.CancelFunc) {
+func runConnector(t *testing.T, sim *simulator.Server, topics []string, opts ...func(*Options)) (*Connector, chan error) {
 	t.Helper()
-	o := Options{
-		APIURL:           sim.URL(),
-		ClientID:         sim.ClientID(),
-		ClientSecret:     sim.ClientSecret(),
-		Topics:           topics,
-		HeartbeatTimeout: time.Second,
-	}
-	for _, f := range opts {
-		f(&o)
-	}
-	c, err := New(o, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return c, done, cancel
+	return runWith(t, sim, topics, nil, append([]func(*Options){func(o *Options) { o.HeartbeatTimeout = time.Second }}, opts...)...)
 }
 
 // waitReadyOrFail waits until the connector is ready, or returns its error.
@@ -177,7 +156,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
 	sim.AddFault(simulator.Fault{Method: "POST", Path: "/api/v2/notifications/channels", Status: http.StatusTooManyRequests, RetryAfter: time.Second})
 	start := time.Now()
-	c, done, _ := runConnector(t, sim, testTopics)
+	c, done := runConnector(t, sim, testTopics)
 	if err := waitReadyOrFail(t, c, done); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +172,7 @@ func TestServerErrorsAreRetried(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
 	sim.FailNext("PUT", "/api/v2/notifications/channels/", http.StatusServiceUnavailable, 2)
 	sim.FailNext("GET", "/api/v2/users", http.StatusBadGateway, 1)
-	c, done, _ := runConnector(t, sim, testTopics)
+	c, done := runConnector(t, sim, testTopics)
 	if err := waitReadyOrFail(t, c, done); err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +184,7 @@ func TestServerErrorsAreRetried(t *testing.T) {
 func TestUnauthorizedRefreshesTheTokenOnce(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
 	sim.FailNext("POST", "/api/v2/notifications/channels", http.StatusUnauthorized, 1)
-	c, done, _ := runConnector(t, sim, testTopics)
+	c, done := runConnector(t, sim, testTopics)
 	if err := waitReadyOrFail(t, c, done); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +196,7 @@ func TestUnauthorizedRefreshesTheTokenOnce(t *testing.T) {
 func TestForbiddenStopsNamingThePermission(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
 	sim.AddFault(simulator.Fault{Method: "GET", Path: "/api/v2/routing/queues", Status: http.StatusForbidden, Permission: "routing:queue:view", Times: -1})
-	c, done, _ := runConnector(t, sim, testTopics)
+	c, done := runConnector(t, sim, testTopics)
 	err := waitReadyOrFail(t, c, done)
 	if err == nil || !Permanent(err) || !IsStatus(err, http.StatusForbidden) {
 		t.Fatalf("got %v, want a permanent 403", err)
@@ -229,7 +208,7 @@ func TestForbiddenStopsNamingThePermission(t *testing.T) {
 
 func TestBadCredentialsStop(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
-	c, done, _ := runConnector(t, sim, testTopics, func(o *Options) { o.ClientSecret = "wrong-secret-value" })
+	c, done := runConnector(t, sim, testTopics, func(o *Options) { o.ClientSecret = "wrong-secret-value" })
 	err := waitReadyOrFail(t, c, done)
 	if err == nil || !IsStatus(err, http.StatusUnauthorized) {
 		t.Fatalf("got %v, want a 401", err)
@@ -244,7 +223,7 @@ func TestBadCredentialsStop(t *testing.T) {
 
 func TestBadTopicStops(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
-	c, done, _ := runConnector(t, sim, []string{"v2.users.*.presence", "v2.no.such.topic"})
+	c, done := runConnector(t, sim, []string{"v2.users.*.presence", "v2.no.such.topic"})
 	err := waitReadyOrFail(t, c, done)
 	if err == nil || !IsStatus(err, http.StatusBadRequest) {
 		t.Fatalf("got %v, want a 400", err)
@@ -257,7 +236,7 @@ func TestBadTopicStops(t *testing.T) {
 func TestRefusedDialsBackOffAndRecover(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
 	sim.SetRefuseDials(true)
-	c, done, _ := runConnector(t, sim, testTopics)
+	c, done := runConnector(t, sim, testTopics)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := sim.Wait(ctx, func(s simulator.Snapshot) bool { return sim.Stats().DialsRefused >= 2 }); err != nil {
@@ -347,7 +326,7 @@ func TestTokenAfterOutlivesTheOldToken(t *testing.T) {
 // again, never one per attempt.
 func TestDeadChannelFoundByHead(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
-	c, done, _ := runConnector(t, sim, testTopics)
+	c, done := runConnector(t, sim, testTopics)
 	if err := waitReadyOrFail(t, c, done); err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +371,7 @@ func TestDeadChannelFoundByHead(t *testing.T) {
 // (seed 11, a second replica joining); -race fails it without sdkGlobals.
 func TestConnectorsShareAProcess(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{})
-	c, done, _ := runConnector(t, sim, testTopics, func(o *Options) { o.TopicRefresh = time.Millisecond })
+	c, done := runConnector(t, sim, testTopics, func(o *Options) { o.TopicRefresh = time.Millisecond })
 	if err := waitReadyOrFail(t, c, done); err != nil {
 		t.Fatal(err)
 	}

@@ -300,17 +300,7 @@ func (s *Server) setTopicsLocked(ch *channel, next map[string]struct{}) {
 	ch.topics = next
 	ch.sorted = nil
 	if delayed {
-		d := s.subscribeDelay
-		s.goLocked(func() {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-s.done:
-				return
-			case <-t.C:
-			}
-			s.mu.Lock()
-			defer s.mu.Unlock()
+		s.afterLocked(s.subscribeDelay, func() {
 			if s.channels[ch.id] != ch {
 				return
 			}

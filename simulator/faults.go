@@ -161,16 +161,7 @@ func (s *Server) SendClosingWarning(channelID string, closeAfter time.Duration) 
 		s.writeLocked(sk, closingFrame)
 	}
 	s.stats.ClosingWarnings++
-	s.goLocked(func() {
-		t := time.NewTimer(closeAfter)
-		defer t.Stop()
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
+	s.afterLocked(closeAfter, func() {
 		if sk.dead {
 			return
 		}

@@ -400,6 +400,23 @@ func (s *Server) goLocked(f func()) bool {
 	return true
 }
 
+// afterLocked runs f, with the lock held, d from now, unless the server
+// closes first. Called with the lock held.
+func (s *Server) afterLocked(d time.Duration, f func()) {
+	s.goLocked(func() {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		f()
+	})
+}
+
 // changedLocked wakes every Wait.
 func (s *Server) changedLocked() {
 	close(s.changed)
