@@ -312,3 +312,39 @@ func TestNATSUserDeniedOneSubject(t *testing.T) {
 	}
 	t.Logf("denied subject: sent %d, stored %d, denied and counted %d, lost 0, duplicated 0", len(events)+len(denied), len(msgs), len(denied))
 }
+
+// TestRotationUnderBackpressureLosesNothing rotates the channel while NATS
+// is down and the buffer full, so the old socket's reader is held with
+// frames still unread. Those frames were sent before the new channel was
+// subscribed and reached no other socket: the replaced socket must be read
+// to its end, however long backpressure lasts, before it is closed.
+func TestRotationUnderBackpressureLosesNothing(t *testing.T) {
+	h := faultHarness(t, simulator.Options{BodyPadding: 32 << 10, ChannelLifetime: 4 * time.Second}, map[string]string{
+		"GCNATS_BUFFER_BYTES":   "1MiB",
+		"GCNATS_HANDOVER_GRACE": "100ms",
+	})
+	h.start(faultTopicCount)
+	addr := h.stopNATS()
+	var events []simulator.Event
+	for h.sc.pub.Stats().BufferedBytes < 1<<20-64<<10 {
+		events = append(events, h.sim.Emit()...)
+	}
+	backlog := h.sim.Emit() // unread, in the old socket's buffers only
+	events = append(events, backlog...)
+
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	rotated := h.sc.metrics.reconnects.WithLabelValues("rotate")
+	for tick := time.NewTicker(10 * time.Millisecond); counterValue(rotated) < 1; {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("the channel never rotated\n%s", h.logs)
+		}
+	}
+	// NATS stays down a while after the handover: the scenario's own length.
+	time.Sleep(2 * time.Second)
+	h.startNATS(addr)
+	events = append(events, h.sim.Emit()...)
+	h.verify(events, true)
+}

@@ -191,7 +191,14 @@ func (s *socket) write(msg []byte) error {
 }
 
 // close ends the socket politely: a close frame, then the connection once
-// the reader has seen the server's answer or a second has passed.
+// the reader has read everything the server wrote before its answer.
+//
+// A reader held by backpressure is waited for, however long: the frames it
+// has not read yet may have reached no other socket (a rotation's old
+// channel before the new one was subscribed), and closing under it would
+// lose them. It is bounded anyway: at shutdown the handler's context ends
+// at the deadline. Only a server that goes quiet instead of answering is
+// cut off, after a second of silence.
 func (s *socket) close() {
 	if s.closing.Swap(true) {
 		<-s.done
@@ -201,12 +208,31 @@ func (s *socket) close() {
 	s.writeMu.Lock()
 	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	s.writeMu.Unlock()
-	select {
-	case <-s.done:
-	case <-time.After(time.Second):
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			s.conn.Close()
+			return
+		case now := <-t.C:
+			if s.quietFor(now) >= time.Second {
+				s.conn.Close()
+				<-s.done
+				return
+			}
+		}
 	}
-	s.conn.Close()
-	<-s.done
+}
+
+// quietFor is how long the reader has waited on the network with nothing
+// arriving; zero while it is busy handing on a frame.
+func (s *socket) quietFor(now time.Time) time.Duration {
+	waiting := s.waitingSince.Load()
+	if waiting == 0 {
+		return 0
+	}
+	return now.Sub(time.Unix(0, max(waiting, s.lastFrame.Load())))
 }
 
 // watch pings an idle socket and closes a stalled one. It counts only time
@@ -221,12 +247,10 @@ func (s *socket) watch() {
 		case <-s.done:
 			return
 		case now := <-t.C:
-			waiting := s.waitingSince.Load()
-			if waiting == 0 {
+			idle := s.quietFor(now)
+			if idle == 0 {
 				continue
 			}
-			idleSince := max(waiting, s.lastFrame.Load())
-			idle := now.Sub(time.Unix(0, idleSince))
 			if idle >= s.timeout {
 				s.stalled.Store(true)
 				s.conn.Close()
