@@ -51,6 +51,9 @@ func startHub(t *testing.T) *testHub {
 		LeafNode: server.LeafNodeOpts{
 			Host: "127.0.0.1", Port: freePort(t),
 			Username: leafUser, Password: leafPass,
+			// Otherwise the edge learns the hub's own leaf address and
+			// redials it around the test's proxy.
+			NoAdvertise: true,
 		},
 	}}
 	hb.start()
@@ -357,7 +360,7 @@ func TestEdgeForwardsToHub(t *testing.T) {
 func TestEdgeLeafLinkCut(t *testing.T) {
 	h, hb, p := edgeHarness(t, nil)
 	base := "http://" + h.sc.httpAddr.String()
-	em := startEmitter(h.sim, 20*time.Millisecond)
+	em := startEmitter(h.sim, 50*time.Millisecond)
 	em.waitMore(h, 60)
 	waitUntil(t, "events at the hub before the cut", func() bool { return hb.msgs() > 0 })
 
@@ -390,7 +393,7 @@ func TestEdgeLeafLinkCut(t *testing.T) {
 // TestEdgeHubRestart restarts the hub, with its store, while events flow.
 func TestEdgeHubRestart(t *testing.T) {
 	h, hb, _ := edgeHarness(t, nil)
-	em := startEmitter(h.sim, 20*time.Millisecond)
+	em := startEmitter(h.sim, 50*time.Millisecond)
 	em.waitMore(h, 60)
 	hb.stop()
 	em.waitMore(h, 60)
@@ -410,7 +413,7 @@ func TestEdgeRestart(t *testing.T) {
 	for _, lostStore := range []bool{false, true} {
 		t.Run(fmt.Sprintf("store lost %v", lostStore), func(t *testing.T) {
 			h, hb, _ := edgeHarness(t, nil)
-			em := startEmitter(h.sim, 20*time.Millisecond)
+			em := startEmitter(h.sim, 50*time.Millisecond)
 			em.waitMore(h, 60)
 			if err := h.stop(); err != nil {
 				t.Fatal(err)
