@@ -207,6 +207,9 @@ func clusterHarness(t *testing.T) (*harness, *testCluster) {
 		t.Fatal(err)
 	}
 	h.start(faultTopicCount)
+	if logs := h.logs.full(); !strings.Contains(logs, "mode=external servers="+c.urls()) {
+		t.Errorf("no start-up line naming the external mode and every server of NATS_URL (%s)", c.urls())
+	}
 	c.waitStreamCurrent("GENESYS")
 	s, err := h.js.Stream(context.Background(), "GENESYS")
 	if err != nil {

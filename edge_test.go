@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -294,17 +293,6 @@ func (h *harness) hubCatchUp(hb *testHub) (time.Duration, uint64) {
 	return time.Since(start), want
 }
 
-func httpGet(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
-
 // TestEdgeForwardsToHub runs gcnats as an edge: events are stored in the
 // local stream, which apps in the pod read, and reach the hub stream
 // exactly once by sourcing. The hub stream has no subjects of its own and
@@ -330,11 +318,14 @@ func TestEdgeForwardsToHub(t *testing.T) {
 	}
 	events := h.sim.EmitN(20 * faultTopicCount)
 
-	if code, body := httpGet(t, base+"/readyz"); code != 200 || !strings.Contains(body, "leaf link to the hub up") {
+	if code, body := get(t, base+"/readyz"); code != 200 || !strings.Contains(body, "leaf link to the hub up") {
 		t.Errorf("/readyz %d %q; want 200 saying the leaf link is up", code, body)
 	}
-	if _, body := httpGet(t, base+"/metrics"); !strings.Contains(body, "gcnats_leaf_connected 1") {
+	if _, body := get(t, base+"/metrics"); !strings.Contains(body, "gcnats_leaf_connected 1") {
 		t.Error("/metrics has no gcnats_leaf_connected 1")
+	}
+	if code, body := get(t, base+"/startupz"); code != 200 {
+		t.Errorf("/startupz %d %q with the embedded server up", code, body)
 	}
 	h.verifyHub(hb, events, true, true)
 
@@ -371,10 +362,10 @@ func TestEdgeLeafLinkCut(t *testing.T) {
 	// source consumer's heartbeats and the leaf's redials, which is what
 	// data written while the link was down must survive.
 	time.Sleep(30 * time.Second)
-	if code, body := httpGet(t, base+"/readyz"); code != 200 || !strings.Contains(body, "leaf link to the hub down") {
+	if code, body := get(t, base+"/readyz"); code != 200 || !strings.Contains(body, "leaf link to the hub down") {
 		t.Errorf("/readyz %d %q during the cut; want 200 saying the leaf link is down", code, body)
 	}
-	if _, body := httpGet(t, base+"/metrics"); !strings.Contains(body, "gcnats_leaf_connected 0") {
+	if _, body := get(t, base+"/metrics"); !strings.Contains(body, "gcnats_leaf_connected 0") {
 		t.Error("/metrics has no gcnats_leaf_connected 0 during the cut")
 	}
 	during := h.streamMsgs("GENESYS") - before

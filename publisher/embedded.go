@@ -208,7 +208,7 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 func (e *Embedded) Leaf() bool { return e.leaf }
 
 // Ready reports whether the server accepts client connections.
-func (e *Embedded) Ready() bool { return e.srv.ReadyForConnections(0) }
+func (e *Embedded) Ready() bool { return e.srv.ReadyForConnections(time.Millisecond) }
 
 // LeafConnected reports whether the leaf link to the hub is up; false
 // without one.
