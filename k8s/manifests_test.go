@@ -31,7 +31,9 @@ const (
 	appName       = "contact-centre-app"
 	sidecarName   = "gcnats"
 	nonrootUID    = 65532
-	secretDir     = "/var/run/secrets/genesys"
+	secretsRoot   = "/var/run/secrets/"
+	secretDir     = secretsRoot + "genesys"
+	leafSecretDir = secretsRoot + "nats-leaf"
 	defaultHTTP   = ":8080"
 	defaultListen = "127.0.0.1:4222"
 )
@@ -368,7 +370,9 @@ func checkSidecar(t *testing.T, p *pod) {
 	}{
 		{"livenessProbe", c.LivenessProbe, "/healthz"},
 		{"readinessProbe", c.ReadinessProbe, "/readyz"},
-		{"startupProbe", c.StartupProbe, "/healthz"},
+		// /healthz answers before NATS does; /startupz only once apps can
+		// connect and the streams exist, so the app starts after that.
+		{"startupProbe", c.StartupProbe, "/startupz"},
 	} {
 		if pr.probe == nil || pr.probe.HTTPGet == nil {
 			t.Errorf("%s: %s: want an httpGet probe on %s", sidecarName, pr.name, pr.path)
@@ -467,8 +471,8 @@ func checkSidecar(t *testing.T, p *pod) {
 		if !known[name] { // not a secret read from a file
 			continue
 		}
-		if !strings.HasPrefix(file, secretDir+"/") {
-			t.Errorf("%s: %s=%s is not in the mounted secret directory %s", sidecarName, name, file, secretDir)
+		if !strings.HasPrefix(file, secretsRoot) {
+			t.Errorf("%s: %s=%s is not in a mounted secret directory under %s", sidecarName, name, file, secretsRoot)
 		}
 		v, base, ok := p.mountFor(file)
 		if !ok || v.Secret == nil {
