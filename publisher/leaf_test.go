@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 )
 
@@ -166,5 +167,53 @@ func TestEmbeddedLeafOptionsRefused(t *testing.T) {
 			e.Shutdown()
 			t.Errorf("%s: started", name)
 		}
+	}
+}
+
+// TestEnsureHubStreamAddsSources has two edges set up the same hub stream:
+// it gets no subjects and one source per edge, each through its edge's
+// domain, and an operator's own settings on it stay.
+func TestEnsureHubStreamAddsSources(t *testing.T) {
+	hub := startServer(t, t.TempDir(), "127.0.0.1:-1")
+	js, err := jetstream.New(connectTest(t, hub.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := connectCtx(t)
+	cfg := HubStreamConfig{Name: "GENESYS_ALL", EdgeDomain: "site-a", Sources: []string{"GENESYS", "QUEUES"}, MaxAge: time.Hour}
+	if _, err := EnsureHubStream(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "GENESYS_ALL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An operator raises the retention by hand; a restart keeps it.
+	edited := s.CachedInfo().Config
+	edited.MaxAge = 48 * time.Hour
+	if _, err := js.UpdateStream(ctx, edited); err != nil {
+		t.Fatal(err)
+	}
+	for _, domain := range []string{"site-a", "site-b", "site-a"} {
+		cfg.EdgeDomain = domain
+		if _, err := EnsureHubStream(ctx, js, cfg); err != nil {
+			t.Fatalf("edge %s: %v", domain, err)
+		}
+	}
+	s, err = js.Stream(ctx, "GENESYS_ALL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.CachedInfo().Config
+	var sources []string
+	for _, src := range got.Sources {
+		sources = append(sources, src.Name+"@"+src.External.APIPrefix)
+	}
+	want := []string{"GENESYS@$JS.site-a.API", "QUEUES@$JS.site-a.API", "GENESYS@$JS.site-b.API", "QUEUES@$JS.site-b.API"}
+	if strings.Join(sources, " ") != strings.Join(want, " ") {
+		t.Errorf("sources %v, want %v", sources, want)
+	}
+	if len(got.Subjects) != 0 || got.MaxAge != 48*time.Hour {
+		t.Errorf("subjects %v, max age %s; want none and the operator's 48h", got.Subjects, got.MaxAge)
 	}
 }
