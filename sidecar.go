@@ -225,17 +225,19 @@ func streamSubjects(streams []subjects.Stream) []string {
 }
 
 // logMode says in one line where events go: the embedded server, the
-// embedded server as a hub's leaf node, or an external NATS.
+// embedded server as a hub's leaf node, or an external NATS. The embedded
+// modes keep the message "embedded JetStream server started", which
+// scripts read the server's URL from.
 func (sc *sidecar) logMode(url string) {
 	s := sc.settings
 	switch {
 	case sc.embedded != nil && sc.embedded.Leaf():
-		sc.log.Info("nats mode: embedded JetStream as a leaf node of a hub", "mode", "leaf", "url", url, "store", s.StoreDir,
+		sc.log.Info("embedded JetStream server started as a leaf node of a hub", "mode", "leaf", "url", url, "store", s.StoreDir,
 			"domain", s.JSDomain, "hub", publisher.RedactURLs(s.LeafRemote), "hub_stream", s.HubStream, "hub_domain", s.HubDomain)
 	case sc.embedded != nil:
-		sc.log.Info("nats mode: embedded JetStream", "mode", "embedded", "url", url, "store", s.StoreDir, "domain", s.JSDomain)
+		sc.log.Info("embedded JetStream server started", "mode", "embedded", "url", url, "store", s.StoreDir, "domain", s.JSDomain)
 	default:
-		sc.log.Info("nats mode: external NATS", "mode", "external", "servers", publisher.RedactURLs(url), "replicas", s.StreamReplicas)
+		sc.log.Info("publishing to an external NATS", "mode", "external", "servers", publisher.RedactURLs(url), "replicas", s.StreamReplicas)
 	}
 }
 
