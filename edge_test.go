@@ -349,6 +349,9 @@ func TestEdgeForwardsToHub(t *testing.T) {
 // restores it: the pod stays ready and says the link is down, events are
 // stored locally meanwhile, and every one reaches the hub once.
 func TestEdgeLeafLinkCut(t *testing.T) {
+	// Most of its time is spent waiting on nats-server's timers (the cut,
+	// the hub's retries of its source): it runs beside the other edge tests.
+	t.Parallel()
 	h, hb, p := edgeHarness(t, nil)
 	base := "http://" + h.sc.httpAddr.String()
 	em := startEmitter(h.sim, 50*time.Millisecond)
@@ -383,6 +386,9 @@ func TestEdgeLeafLinkCut(t *testing.T) {
 
 // TestEdgeHubRestart restarts the hub, with its store, while events flow.
 func TestEdgeHubRestart(t *testing.T) {
+	// Most of its time is spent waiting on nats-server's timers (the cut,
+	// the hub's retries of its source): it runs beside the other edge tests.
+	t.Parallel()
 	h, hb, _ := edgeHarness(t, nil)
 	em := startEmitter(h.sim, 50*time.Millisecond)
 	em.waitMore(h, 60)
@@ -402,8 +408,12 @@ func TestEdgeHubRestart(t *testing.T) {
 // (before nats-server 2.15 a hub waited for the new stream to pass the old
 // sequence: nats-io/nats-server#6206, fixed by #8384).
 func TestEdgeRestart(t *testing.T) {
+	// Most of its time is spent waiting on nats-server's timers (the cut,
+	// the hub's retries of its source): it runs beside the other edge tests.
+	t.Parallel()
 	for _, lostStore := range []bool{false, true} {
 		t.Run(fmt.Sprintf("store lost %v", lostStore), func(t *testing.T) {
+			t.Parallel()
 			h, hb, _ := edgeHarness(t, nil)
 			em := startEmitter(h.sim, 50*time.Millisecond)
 			em.waitMore(h, 120)
