@@ -185,9 +185,21 @@ func (h *harness) collect(stream string, want int) []storedMsg {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	cons, err := h.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		h.t.Fatalf("consumer: %v", err)
+	// On a cluster that has just lost or changed leaders, a consumer
+	// create request can go unanswered: ask again rather than wait out
+	// the whole test's timeout on one request.
+	var cons jetstream.Consumer
+	for {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		cons, err = h.js.OrderedConsumer(actx, stream, jetstream.OrderedConsumerConfig{})
+		acancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			h.t.Fatalf("consumer: %v\n%s", err, h.logs)
+		}
 	}
 	var out []storedMsg
 	for len(out) < want {

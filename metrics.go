@@ -133,6 +133,19 @@ func (m *metrics) HandoverAudited(match, mismatch int) {
 	m.handoverAudit.WithLabelValues("mismatch").Add(float64(mismatch))
 }
 
+// watchLeaf exports the leaf link's state in edge mode.
+func (m *metrics) watchLeaf(connected func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gcnats_leaf_connected",
+		Help: "1 while the embedded server's leaf link to the hub is up (edge mode); events wait in the local stream while it is 0.",
+	}, func() float64 {
+		if connected() {
+			return 1
+		}
+		return 0
+	}))
+}
+
 // watchConnector exports the connector's channel state at each scrape.
 func (m *metrics) watchConnector(c *connector.Connector) {
 	m.reg.MustRegister(&connectorCollector{c: c})

@@ -9,11 +9,14 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/gcnats/gcnats/publisher"
 )
 
 // Settings are gcnats' environment, as DESIGN.md names it. Genesys names
@@ -41,6 +44,23 @@ type Settings struct {
 	NATSCA           string `env:"NATS_CA"`
 	NATSCert         string `env:"NATS_CERT"`
 	NATSKey          string `env:"NATS_KEY"`
+
+	// Edge mode: the embedded server joins a hub as a leaf node.
+	LeafRemote       string `env:"GCNATS_LEAF_REMOTE"`
+	LeafCreds        string `env:"GCNATS_LEAF_CREDS"`
+	LeafUser         string `env:"GCNATS_LEAF_USER"`
+	LeafPassword     string `env:"GCNATS_LEAF_PASSWORD"`
+	LeafUserFile     string `env:"GCNATS_LEAF_USER_FILE,file"`
+	LeafPasswordFile string `env:"GCNATS_LEAF_PASSWORD_FILE,file"`
+	LeafCA           string `env:"GCNATS_LEAF_CA"`
+	LeafCert         string `env:"GCNATS_LEAF_CERT"`
+	LeafKey          string `env:"GCNATS_LEAF_KEY"`
+	JSDomain         string `env:"GCNATS_JS_DOMAIN"`
+	HubStream        string `env:"GCNATS_HUB_STREAM"`
+	HubDomain        string `env:"GCNATS_HUB_DOMAIN" envDefault:"hub"`
+	// Hostname is the pod's name in Kubernetes: the default JetStream
+	// domain of an edge.
+	Hostname string `env:"HOSTNAME"`
 
 	StoreDir       string        `env:"GCNATS_STORE_DIR" envDefault:"./data"`
 	EmbeddedListen string        `env:"GCNATS_EMBEDDED_LISTEN" envDefault:"127.0.0.1:4222"`
@@ -205,6 +225,12 @@ func (s *Settings) resolve() []error {
 	if err := mergeFile(&s.NATSPassword, s.NATSPasswordFile, "NATS_PASSWORD"); err != nil {
 		bad(err)
 	}
+	if err := mergeFile(&s.LeafUser, s.LeafUserFile, "GCNATS_LEAF_USER"); err != nil {
+		bad(err)
+	}
+	if err := mergeFile(&s.LeafPassword, s.LeafPasswordFile, "GCNATS_LEAF_PASSWORD"); err != nil {
+		bad(err)
+	}
 	switch {
 	case s.APIURL != "":
 		u, err := url.Parse(s.APIURL)
@@ -254,7 +280,9 @@ func (s *Settings) resolve() []error {
 	if (s.NATSCert == "") != (s.NATSKey == "") {
 		bad(errors.New("NATS_CERT and NATS_KEY: set both or neither"))
 	}
-	for name, path := range map[string]string{"NATS_CREDS": s.NATSCreds, "NATS_NKEY": s.NATSNKey, "NATS_CA": s.NATSCA, "NATS_CERT": s.NATSCert, "NATS_KEY": s.NATSKey, "GCNATS_ROUTES_FILE": s.RoutesFile} {
+	errs = append(errs, s.resolveEdge()...)
+	for name, path := range map[string]string{"NATS_CREDS": s.NATSCreds, "NATS_NKEY": s.NATSNKey, "NATS_CA": s.NATSCA, "NATS_CERT": s.NATSCert, "NATS_KEY": s.NATSKey, "GCNATS_ROUTES_FILE": s.RoutesFile,
+		"GCNATS_LEAF_CREDS": s.LeafCreds, "GCNATS_LEAF_CA": s.LeafCA, "GCNATS_LEAF_CERT": s.LeafCert, "GCNATS_LEAF_KEY": s.LeafKey} {
 		if path == "" {
 			continue
 		}
@@ -313,6 +341,105 @@ func (s *Settings) resolve() []error {
 		bad(fmt.Errorf("GCNATS_HANDOVER_GRACE: %s; expected more than 0 and at most 1m (a replaced socket is closed this long after its replacement answered, unless an event showed the replacement receiving sooner)", s.HandoverGrace))
 	}
 	return errs
+}
+
+// leafURLs are GCNATS_LEAF_REMOTE's URLs.
+func (s *Settings) leafURLs() []string {
+	var urls []string
+	for u := range strings.SplitSeq(s.LeafRemote, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
+}
+
+// resolveEdge checks the leaf node settings and derives the edge's
+// JetStream domain.
+func (s *Settings) resolveEdge() []error {
+	var errs []error
+	bad := func(err error) { errs = append(errs, err) }
+	urls := s.leafURLs()
+	if len(urls) == 0 {
+		for name, v := range map[string]string{"GCNATS_LEAF_CREDS": s.LeafCreds, "GCNATS_LEAF_USER": s.LeafUser, "GCNATS_LEAF_PASSWORD": s.LeafPassword,
+			"GCNATS_LEAF_CA": s.LeafCA, "GCNATS_LEAF_CERT": s.LeafCert, "GCNATS_LEAF_KEY": s.LeafKey, "GCNATS_HUB_STREAM": s.HubStream} {
+			if v != "" {
+				bad(fmt.Errorf("%s: set without GCNATS_LEAF_REMOTE, which it belongs to", name))
+			}
+		}
+	} else {
+		if s.NATSURL != "" {
+			bad(errors.New("GCNATS_LEAF_REMOTE: the embedded server is what joins the hub; leave NATS_URL empty with it"))
+		}
+		for _, raw := range urls {
+			u, err := url.Parse(raw)
+			if err != nil || u.Host == "" || !slices.Contains([]string{"nats", "nats-leaf", "tls", "ws", "wss"}, u.Scheme) {
+				bad(fmt.Errorf("GCNATS_LEAF_REMOTE: expected URLs of the hub's leaf node port such as nats-leaf://hub.example.com:7422, got %q", publisher.RedactURLs(raw)))
+				break
+			}
+			if u.User != nil {
+				bad(errors.New("GCNATS_LEAF_REMOTE: credentials in the URL; set GCNATS_LEAF_USER and GCNATS_LEAF_PASSWORD (or their _FILE variants) instead, so they stay out of logs"))
+				break
+			}
+		}
+		if s.JSDomain == "" {
+			s.JSDomain = domainFrom(s.Hostname)
+		}
+	}
+	if (s.LeafCert == "") != (s.LeafKey == "") {
+		bad(errors.New("GCNATS_LEAF_CERT and GCNATS_LEAF_KEY: set both or neither"))
+	}
+	if s.JSDomain != "" {
+		if s.NATSURL != "" {
+			bad(errors.New("GCNATS_JS_DOMAIN: names the embedded server's domain; leave NATS_URL empty with it"))
+		} else if !validDomain(s.JSDomain) {
+			bad(fmt.Errorf("GCNATS_JS_DOMAIN: %q; expected letters, digits, '-' and '_' only", s.JSDomain))
+		}
+	}
+	if s.HubStream != "" {
+		if strings.ContainsAny(s.HubStream, " \t\r\n.*>/\\") {
+			bad(fmt.Errorf("GCNATS_HUB_STREAM: %q is not a valid stream name (no spaces, '.', '*', '>', '/' or '\\')", s.HubStream))
+		}
+		switch {
+		case !validDomain(s.HubDomain):
+			bad(fmt.Errorf("GCNATS_HUB_DOMAIN: %q; expected the hub's JetStream domain: letters, digits, '-' and '_' only", s.HubDomain))
+		case s.HubDomain == s.JSDomain:
+			bad(fmt.Errorf("GCNATS_HUB_DOMAIN: %q is also the edge's GCNATS_JS_DOMAIN; they must differ", s.HubDomain))
+		}
+	}
+	return errs
+}
+
+func validDomain(d string) bool {
+	if d == "" {
+		return false
+	}
+	for _, r := range d {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// domainFrom derives an edge's JetStream domain from its host name (in
+// Kubernetes, the pod's name): the characters a domain may not hold
+// become '_'. It is stable across restarts only where the name is: a
+// StatefulSet's pod, not a Deployment's; set GCNATS_JS_DOMAIN there.
+func domainFrom(hostname string) string {
+	if hostname == "" {
+		hostname, _ = os.Hostname()
+	}
+	d := []rune(strings.ToLower(hostname))
+	for i, r := range d {
+		if !validDomain(string(r)) {
+			d[i] = '_'
+		}
+	}
+	if len(d) == 0 {
+		return "edge"
+	}
+	return string(d)
 }
 
 // mergeFile takes a secret from its _FILE variable when that is set.

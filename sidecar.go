@@ -49,6 +49,14 @@ type sidecar struct {
 	// start-up waits for (NATS may be slow to come up, Genesys too).
 	up    atomic.Bool
 	phase atomic.Value // string
+	// natsUp is set once apps can use NATS: the sidecar's connection is
+	// up (so an embedded server accepts clients) and the streams exist.
+	natsUp atomic.Bool
+
+	// bg runs work beside the sidecar (the hub stream's set-up) until
+	// shutdown cancels it.
+	bg       sync.WaitGroup
+	bgCancel context.CancelFunc
 
 	// stop ends GCNATS_SHUTDOWN_TIMEOUT after shutdown begins (the signal,
 	// or the connector failing): flushing gives up then.
@@ -106,13 +114,29 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 	url := s.NATSURL
 	sc.phase.Store("connecting to NATS")
 	if url == "" {
-		sc.embedded, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: s.EmbeddedListen, StoreDir: s.StoreDir, Logger: log})
+		eopts := publisher.EmbeddedOptions{Listen: s.EmbeddedListen, StoreDir: s.StoreDir, Logger: log, Domain: s.JSDomain}
+		if leaf := s.leafURLs(); len(leaf) > 0 {
+			eopts.Leaf = &publisher.LeafRemote{
+				URLs:      leaf,
+				CredsFile: s.LeafCreds,
+				User:      s.LeafUser,
+				Password:  s.LeafPassword,
+				CAFile:    s.LeafCA,
+				CertFile:  s.LeafCert,
+				KeyFile:   s.LeafKey,
+				// The hub gets the events by sourcing the local stream;
+				// sent over the link too, a hub stream on these subjects
+				// would store each event twice.
+				DenyExports: streamSubjects(sc.table.Streams(s.Stream)),
+			}
+		}
+		sc.embedded, err = publisher.StartEmbedded(eopts)
 		if err != nil {
 			return nil, fmt.Errorf("start embedded JetStream (GCNATS_EMBEDDED_LISTEN=%s, GCNATS_STORE_DIR=%s): %w", s.EmbeddedListen, s.StoreDir, err)
 		}
 		url = sc.embedded.ClientURL()
-		log.Info("embedded JetStream server started", "url", url, "store", s.StoreDir)
 	}
+	sc.logMode(url)
 	connOpts := publisher.ConnectOptions{
 		Name:      "gcnats",
 		CredsFile: s.NATSCreds,
@@ -145,6 +169,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 			return nil, fmt.Errorf("set up stream %s: %w", st.Name, err)
 		}
 	}
+	sc.natsUp.Store(true)
 	sc.pub, err = publisher.New(sc.js,
 		publisher.WithBufferBytes(int64(s.BufferBytes)),
 		publisher.WithLogger(log),
@@ -178,8 +203,79 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		return nil, err
 	}
 	sc.metrics.watchConnector(sc.conn)
+	if sc.embedded != nil && sc.embedded.Leaf() {
+		sc.metrics.watchLeaf(sc.embedded.LeafConnected)
+	}
+	if s.HubStream != "" {
+		var bg context.Context
+		bg, sc.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
+		sc.bg.Add(1)
+		go sc.keepHubStream(bg)
+	}
 	sc.up.Store(true)
 	return sc, nil
+}
+
+func streamSubjects(streams []subjects.Stream) []string {
+	var out []string
+	for _, st := range streams {
+		out = append(out, st.Subjects...)
+	}
+	return out
+}
+
+// logMode says in one line where events go: the embedded server, the
+// embedded server as a hub's leaf node, or an external NATS. The embedded
+// modes keep the message "embedded JetStream server started", which
+// scripts read the server's URL from.
+func (sc *sidecar) logMode(url string) {
+	s := sc.settings
+	switch {
+	case sc.embedded != nil && sc.embedded.Leaf():
+		sc.log.Info("embedded JetStream server started as a leaf node of a hub", "mode", "leaf", "url", url, "store", s.StoreDir,
+			"domain", s.JSDomain, "hub", publisher.RedactURLs(s.LeafRemote), "hub_stream", s.HubStream, "hub_domain", s.HubDomain)
+	case sc.embedded != nil:
+		sc.log.Info("embedded JetStream server started", "mode", "embedded", "url", url, "store", s.StoreDir, "domain", s.JSDomain)
+	default:
+		sc.log.Info("publishing to an external NATS", "mode", "external", "servers", publisher.RedactURLs(url), "replicas", s.StreamReplicas)
+	}
+}
+
+// keepHubStream creates the hub's stream, sourcing the local streams, once
+// the hub answers: the leaf link may come up long after start, and the
+// events wait in the local stream meanwhile.
+func (sc *sidecar) keepHubStream(ctx context.Context) {
+	defer sc.bg.Done()
+	s := sc.settings
+	var sources []string
+	for _, st := range sc.table.Streams(s.Stream) {
+		sources = append(sources, st.Name)
+	}
+	cfg := publisher.HubStreamConfig{Name: s.HubStream, EdgeDomain: s.JSDomain, Sources: sources, MaxAge: s.StreamMaxAge, Duplicates: s.DedupWindow}
+	wait := time.Second
+	for attempt := 0; ; attempt++ {
+		js, err := jetstream.NewWithDomain(sc.pub.Conn(), s.HubDomain)
+		if err == nil {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = publisher.EnsureHubStream(actx, js, cfg)
+			cancel()
+		}
+		if err == nil {
+			sc.log.Info("hub stream sources the local streams", "hub_stream", s.HubStream, "hub_domain", s.HubDomain,
+				"sources", sources, "api_prefix", publisher.EdgeAPIPrefix(s.JSDomain))
+			return
+		}
+		if attempt == 0 {
+			sc.log.Warn("hub stream not set up yet; retrying while events wait in the local stream", "hub_stream", s.HubStream,
+				"hub_domain", s.HubDomain, "leaf_connected", sc.embedded.LeafConnected(), "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 // beginShutdown starts the shutdown timeout, once: from the signal, not
@@ -195,6 +291,10 @@ func (sc *sidecar) beginShutdown() {
 // everything. The connector has stopped reading by now.
 func (sc *sidecar) shutdown() {
 	sc.beginShutdown()
+	if sc.bgCancel != nil {
+		sc.bgCancel()
+		sc.bg.Wait()
+	}
 	if sc.pub != nil {
 		unflushed, err := sc.pub.Close(sc.stop)
 		if unflushed > 0 || err != nil {
@@ -227,6 +327,7 @@ func (sc *sidecar) serveHTTP(addr string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", sc.healthz)
 	mux.HandleFunc("GET /readyz", sc.readyz)
+	mux.HandleFunc("GET /startupz", sc.startupz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(sc.metrics.reg, promhttp.HandlerOpts{}))
 	sc.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -255,6 +356,35 @@ func (sc *sidecar) healthz(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "ok")
 }
 
+// startupz answers 200 once apps in the pod can use NATS: the sidecar is
+// connected (in embedded mode, so the embedded server accepts clients) and
+// the streams exist. The native sidecar's startupProbe uses it, so the app
+// containers start only then; /healthz answers long before.
+func (sc *sidecar) startupz(w http.ResponseWriter, _ *http.Request) {
+	if !sc.natsUp.Load() {
+		http.Error(w, "not started: "+sc.phase.Load().(string), http.StatusServiceUnavailable)
+		return
+	}
+	if sc.embedded != nil && !sc.embedded.Ready() {
+		http.Error(w, "not started: the embedded NATS server does not accept clients", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "started: NATS accepts clients and the streams exist")
+}
+
+// leafState is what /readyz says of the leaf link in edge mode. A link
+// that is down does not make the pod unready: the local stream holds the
+// events until the hub is back, and apps in the pod read it meanwhile.
+func (sc *sidecar) leafState() string {
+	if sc.embedded == nil || !sc.embedded.Leaf() {
+		return ""
+	}
+	if sc.embedded.LeafConnected() {
+		return ", leaf link to the hub up"
+	}
+	return ", leaf link to the hub down (events are kept in the local stream until it is back)"
+}
+
 // readyz is ready only when every planned channel is connected and
 // subscribed and JetStream answers.
 func (sc *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
@@ -264,7 +394,7 @@ func (sc *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	ready, why := sc.conn.Status().Ready()
 	if !ready {
-		http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+		http.Error(w, "not ready: "+why+sc.leafState(), http.StatusServiceUnavailable)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -274,5 +404,5 @@ func (sc *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not ready: jetstream: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	fmt.Fprintln(w, "ready: "+why+", jetstream answers")
+	fmt.Fprintln(w, "ready: "+why+", jetstream answers"+sc.leafState())
 }

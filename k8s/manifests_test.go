@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +32,9 @@ const (
 	appName       = "contact-centre-app"
 	sidecarName   = "gcnats"
 	nonrootUID    = 65532
-	secretDir     = "/var/run/secrets/genesys"
+	secretsRoot   = "/var/run/secrets/"
+	secretDir     = secretsRoot + "genesys"
+	leafSecretDir = secretsRoot + "nats-leaf"
 	defaultHTTP   = ":8080"
 	defaultListen = "127.0.0.1:4222"
 )
@@ -368,7 +371,9 @@ func checkSidecar(t *testing.T, p *pod) {
 	}{
 		{"livenessProbe", c.LivenessProbe, "/healthz"},
 		{"readinessProbe", c.ReadinessProbe, "/readyz"},
-		{"startupProbe", c.StartupProbe, "/healthz"},
+		// /healthz answers before NATS does; /startupz only once apps can
+		// connect and the streams exist, so the app starts after that.
+		{"startupProbe", c.StartupProbe, "/startupz"},
 	} {
 		if pr.probe == nil || pr.probe.HTTPGet == nil {
 			t.Errorf("%s: %s: want an httpGet probe on %s", sidecarName, pr.name, pr.path)
@@ -467,8 +472,8 @@ func checkSidecar(t *testing.T, p *pod) {
 		if !known[name] { // not a secret read from a file
 			continue
 		}
-		if !strings.HasPrefix(file, secretDir+"/") {
-			t.Errorf("%s: %s=%s is not in the mounted secret directory %s", sidecarName, name, file, secretDir)
+		if !strings.HasPrefix(file, secretsRoot) {
+			t.Errorf("%s: %s=%s is not in a mounted secret directory under %s", sidecarName, name, file, secretsRoot)
 		}
 		v, base, ok := p.mountFor(file)
 		if !ok || v.Secret == nil {
@@ -577,15 +582,28 @@ func TestEmbedded(t *testing.T) {
 	m := build(t, "overlays/embedded")
 	p := sidecarPod(t, m)
 	checkSidecar(t, p)
+	checkEmbedded(t, m, p)
+	for name := range p.env {
+		if strings.HasPrefix(name, "GCNATS_LEAF_") || strings.HasPrefix(name, "GCNATS_HUB_") {
+			t.Errorf("%s is set: the embedded overlay runs no leaf node", name)
+		}
+	}
+}
+
+// checkEmbedded asserts an overlay where gcnats runs JetStream in the pod:
+// the store on a claim one pod holds, the app on the pod's loopback.
+// extraMounts are the sidecar's mounts beyond the base's and the store.
+func checkEmbedded(t *testing.T, m *manifests, p *pod, extraMounts ...string) {
+	t.Helper()
 	if u, ok := p.env["NATS_URL"]; ok {
-		t.Errorf("NATS_URL=%q: the embedded overlay must leave it unset so gcnats starts JetStream", u)
+		t.Errorf("NATS_URL=%q: the overlay must leave it unset so gcnats starts JetStream", u)
 	}
 
 	store := p.env["GCNATS_STORE_DIR"]
 	if store == "" {
 		t.Fatal("GCNATS_STORE_DIR is not set; the default ./data is on the read-only root filesystem")
 	}
-	checkMounts(t, p, secretDir, path.Dir(p.env["GCNATS_ROUTES_FILE"]), store)
+	checkMounts(t, p, append([]string{secretDir, path.Dir(p.env["GCNATS_ROUTES_FILE"]), store}, extraMounts...)...)
 	v := p.mounts[store]
 	if v.PersistentVolumeClaim == nil {
 		t.Fatalf("GCNATS_STORE_DIR %s is on volume %s, not a PersistentVolumeClaim", store, v.Name)
@@ -625,6 +643,62 @@ func TestEmbedded(t *testing.T) {
 	u, err := url.Parse(app["NATS_URL"])
 	if err != nil || u.Scheme != "nats" || (u.Hostname() != "localhost" && u.Hostname() != host) || u.Port() != port {
 		t.Errorf("app NATS_URL=%q, want nats://localhost:%s", app["NATS_URL"], port)
+	}
+}
+
+// domainRE is what a JetStream domain may hold (gcnats' validDomain).
+var domainRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func TestEdge(t *testing.T) {
+	m := build(t, "overlays/edge")
+	p := sidecarPod(t, m)
+	checkSidecar(t, p)
+	checkEmbedded(t, m, p, leafSecretDir)
+
+	// The hub's leaf node port, without credentials in the URL.
+	remote := p.env["GCNATS_LEAF_REMOTE"]
+	if remote == "" {
+		t.Fatal("GCNATS_LEAF_REMOTE is not set")
+	}
+	for raw := range strings.SplitSeq(remote, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Host == "" || !slices.Contains([]string{"nats-leaf", "nats", "tls", "ws", "wss"}, u.Scheme) {
+			t.Errorf("GCNATS_LEAF_REMOTE=%q: want URLs such as nats-leaf://hub:7422", remote)
+		} else if u.User != nil {
+			t.Errorf("GCNATS_LEAF_REMOTE=%q carries credentials; they belong in the Secret", remote)
+		}
+	}
+
+	// A Deployment's pod gets a new name, and so a new default domain, on
+	// every rollout: the hub would lose track of the edge stream.
+	domain := p.env["GCNATS_JS_DOMAIN"]
+	if !domainRE.MatchString(domain) {
+		t.Errorf("GCNATS_JS_DOMAIN=%q: set it to a fixed domain (letters, digits, '-', '_'); the default follows the pod's name", domain)
+	}
+	hubDomain := p.setting("GCNATS_HUB_DOMAIN", "hub")
+	if !domainRE.MatchString(hubDomain) || hubDomain == domain {
+		t.Errorf("GCNATS_HUB_DOMAIN=%q: want a valid domain other than the edge's %q", hubDomain, domain)
+	}
+	if hs := p.env["GCNATS_HUB_STREAM"]; hs == "" || strings.ContainsAny(hs, " .*>/\\") {
+		t.Errorf("GCNATS_HUB_STREAM=%q: want the hub stream's name", hs)
+	}
+
+	// The hub's credentials come from a mounted Secret, as files.
+	for _, name := range []string{"GCNATS_LEAF_USER", "GCNATS_LEAF_PASSWORD"} {
+		if _, ok := p.env[name]; ok {
+			t.Errorf("%s is set directly; use %s_FILE and the mounted Secret", name, name)
+		}
+		file := p.env[name+"_FILE"]
+		if v, _, ok := p.mountFor(file); !ok || v.Secret == nil || !strings.HasPrefix(file, leafSecretDir+"/") {
+			t.Errorf("%s_FILE=%q: want a file of the Secret mounted at %s", name, file, leafSecretDir)
+		}
+	}
+
+	// The local stream is the buffer: it must outlast the outages the link
+	// is expected to ride out.
+	maxAge, err := time.ParseDuration(p.setting("GCNATS_STREAM_MAX_AGE", "168h"))
+	if err != nil || maxAge < 24*time.Hour {
+		t.Errorf("GCNATS_STREAM_MAX_AGE=%q: want at least 24h, longer than the longest leaf link outage", p.env["GCNATS_STREAM_MAX_AGE"])
 	}
 }
 
@@ -693,17 +767,45 @@ func TestCluster(t *testing.T) {
 		t.Errorf("PodDisruptionBudget %s maxUnavailable %v, want 1", pdb.Name, mu)
 	}
 
-	// gcnats and the app use the NATS client Service.
+	// gcnats and the app name every NATS pod, as TestClusterFailover in
+	// the sidecar's tests does: whichever node is down, the client dials
+	// another, by a name that survives the pod's new IP. The pod names
+	// resolve through the headless Service, not-ready pods too.
 	natsURL := p.env["NATS_URL"]
-	u, err := url.Parse(natsURL)
-	if err != nil || u.Scheme != "nats" {
-		t.Fatalf("NATS_URL=%q: want a nats:// URL", natsURL)
+	var named []string
+	for raw := range strings.SplitSeq(natsURL, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Scheme != "nats" {
+			t.Fatalf("NATS_URL=%q: want nats:// URLs", natsURL)
+		}
+		if u.Port() != "4222" {
+			t.Errorf("NATS_URL=%q: %s is not on the client port 4222", natsURL, u.Host)
+		}
+		pod, svc, _ := strings.Cut(u.Hostname(), ".")
+		if svc != sts.Spec.ServiceName || !strings.HasPrefix(pod, sts.Name+"-") {
+			t.Errorf("NATS_URL=%q: %s is not a pod of StatefulSet %s under Service %s", natsURL, u.Hostname(), sts.Name, sts.Spec.ServiceName)
+		}
+		named = append(named, pod)
 	}
-	svc := m.services[u.Hostname()]
-	if svc == nil || !selects(svc.Spec.Selector, podLabels) {
-		t.Errorf("NATS_URL=%q: no Service %q selects the NATS pods", natsURL, u.Hostname())
-	} else if !slices.ContainsFunc(svc.Spec.Ports, func(sp corev1.ServicePort) bool { return strconv.Itoa(int(sp.Port)) == u.Port() }) {
-		t.Errorf("NATS_URL=%q: Service %s has no port %s", natsURL, svc.Name, u.Port())
+	for i := range 3 {
+		if pod := fmt.Sprintf("%s-%d", sts.Name, i); !slices.Contains(named, pod) {
+			t.Errorf("NATS_URL=%q does not name %s", natsURL, pod)
+		}
+	}
+	if !slices.ContainsFunc(headless.Spec.Ports, func(sp corev1.ServicePort) bool { return sp.Port == 4222 }) {
+		t.Errorf("Service %s has no client port 4222", headless.Name)
+	}
+	// A rolling update of the StatefulSet takes the next pod only once
+	// the last is ready, and a pod is ready only after its startupProbe,
+	// nats-server's full /healthz, saw its streams caught up: each node
+	// back and current before the next goes, as the test's rolling
+	// restart does.
+	nc := sts.Spec.Template.Spec.Containers[0]
+	if sp := nc.StartupProbe; sp == nil || sp.HTTPGet == nil || sp.HTTPGet.Path != "/healthz" {
+		t.Errorf("StatefulSet %s: want a startupProbe on nats-server's full /healthz (streams current)", sts.Name)
+	}
+	if st := sts.Spec.UpdateStrategy.Type; st != "" && st != appsv1.RollingUpdateStatefulSetStrategyType {
+		t.Errorf("StatefulSet %s: updateStrategy %s, want RollingUpdate", sts.Name, st)
 	}
 	if app := resolveEnv(t, m, p.app); app["NATS_URL"] != natsURL {
 		t.Errorf("app NATS_URL=%q, want gcnats' %q", app["NATS_URL"], natsURL)

@@ -166,6 +166,10 @@ func unreachable(err error) bool {
 	return errors.As(err, &dnsErr)
 }
 
+// RedactURLs hides passwords and tokens in a comma-separated server list,
+// for logs.
+func RedactURLs(servers string) string { return redactURLs(servers) }
+
 // redactURLs hides passwords and tokens in a comma-separated server list.
 func redactURLs(servers string) string {
 	parts := strings.Split(servers, ",")

@@ -2,11 +2,16 @@ package publisher
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,12 +33,83 @@ type EmbeddedOptions struct {
 	// Logger receives the server's log (notices at info, debug off).
 	// Nil discards it.
 	Logger *slog.Logger
+	// Domain is the server's JetStream domain. A leaf node needs one of its
+	// own, so that its JetStream API ($JS.<domain>.API) is told apart from
+	// the hub's and both can hold streams. Empty: no domain.
+	Domain string
+	// Leaf, when not nil, joins a hub as a leaf node.
+	Leaf *LeafRemote
+}
+
+// LeafRemote is the hub an embedded server joins as a leaf node
+// (GCNATS_LEAF_*). File fields are paths.
+type LeafRemote struct {
+	// URLs are the hub's leaf node listeners, e.g. nats-leaf://hub:7422;
+	// the server tries them in turn and reconnects for ever.
+	URLs      []string
+	CredsFile string // user JWT and seed (.creds)
+	User      string
+	Password  string
+	CAFile    string // roots to verify the hub (enables TLS)
+	CertFile  string // client certificate (with KeyFile)
+	KeyFile   string
+	// DenyExports are subjects never sent to the hub. The edge's own
+	// subjects belong here: a hub stream listening on them would store
+	// every event once from the link and again from sourcing.
+	DenyExports []string
+	// ReconnectInterval is how often a lost link is redialled; 0 takes
+	// nats-server's default (1s).
+	ReconnectInterval time.Duration
+}
+
+// remoteOpts turns r into nats-server's remote leaf options.
+func (r *LeafRemote) remoteOpts() (*server.RemoteLeafOpts, error) {
+	if len(r.URLs) == 0 {
+		return nil, errors.New("no hub url")
+	}
+	ro := &server.RemoteLeafOpts{Credentials: r.CredsFile, DenyExports: r.DenyExports}
+	for _, s := range r.URLs {
+		u, err := url.Parse(strings.TrimSpace(s))
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("hub url %s: not a url such as nats-leaf://hub:7422", RedactURLs(s))
+		}
+		if r.User != "" || r.Password != "" {
+			u.User = url.UserPassword(r.User, r.Password)
+		}
+		ro.URLs = append(ro.URLs, u)
+	}
+	if r.CAFile != "" || r.CertFile != "" {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if r.CAFile != "" {
+			pem, err := os.ReadFile(r.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("hub ca: %w", err)
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("hub ca %s: no pem certificate in it", r.CAFile)
+			}
+		}
+		switch {
+		case r.CertFile != "" && r.KeyFile != "":
+			cert, err := tls.LoadX509KeyPair(r.CertFile, r.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("hub client certificate: %w", err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		case r.CertFile != "" || r.KeyFile != "":
+			return nil, errors.New("hub client certificate and key: set both or neither")
+		}
+		ro.TLS, ro.TLSConfig = true, cfg
+	}
+	return ro, nil
 }
 
 // Embedded is an in-process JetStream server: with NATS_URL empty the sidecar
 // runs one for the pod.
 type Embedded struct {
 	srv  *server.Server
+	leaf bool
 	addr string // as configured, with the port actually bound
 	url  string
 }
@@ -72,7 +148,25 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		JetStream:  true,
 		StoreDir:   opts.StoreDir,
 		NoSigs:     true,
-		// Nothing listens for HTTP monitoring, clustering or leaf nodes.
+		// Nothing listens for HTTP monitoring, clustering or leaf nodes:
+		// a leaf node dials out to its hub.
+		JetStreamDomain: opts.Domain,
+	}
+	if opts.Domain != "" {
+		// Server names must be unique among everything joined to a hub;
+		// the domain is, and it stays the same across restarts.
+		sopts.ServerName = "gcnats-" + opts.Domain
+	}
+	if opts.Leaf != nil {
+		ro, err := opts.Leaf.remoteOpts()
+		if err != nil {
+			return nil, fmt.Errorf("start embedded nats: leaf remote: %w", err)
+		}
+		if opts.Domain == "" {
+			return nil, errors.New("start embedded nats: a leaf node needs a jetstream domain of its own")
+		}
+		sopts.LeafNode.Remotes = []*server.RemoteLeafOpts{ro}
+		sopts.LeafNode.ReconnectInterval = opts.Leaf.ReconnectInterval
 	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {
@@ -100,7 +194,7 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		srv.WaitForShutdown()
 		return nil, fmt.Errorf("start embedded nats on %s: no listener", listen)
 	}
-	e := &Embedded{srv: srv, addr: net.JoinHostPort(host, strconv.Itoa(addr.Port))}
+	e := &Embedded{srv: srv, addr: net.JoinHostPort(host, strconv.Itoa(addr.Port)), leaf: opts.Leaf != nil}
 	dial := host
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		dial = "127.0.0.1" // listening on every interface: loopback is one of them
@@ -109,6 +203,16 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	log.Debug("embedded nats started", "addr", e.addr, "store_dir", opts.StoreDir)
 	return e, nil
 }
+
+// Leaf reports whether the server was started as a leaf node.
+func (e *Embedded) Leaf() bool { return e.leaf }
+
+// Ready reports whether the server accepts client connections.
+func (e *Embedded) Ready() bool { return e.srv.ReadyForConnections(time.Millisecond) }
+
+// LeafConnected reports whether the leaf link to the hub is up; false
+// without one.
+func (e *Embedded) LeafConnected() bool { return e.srv.NumLeafNodes() > 0 }
 
 // ClientURL is the URL clients connect to, e.g. nats://127.0.0.1:4222.
 func (e *Embedded) ClientURL() string { return e.url }

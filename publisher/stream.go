@@ -82,3 +82,71 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		return s, nil
 	}
 }
+
+// HubStreamConfig is a stream on a hub that holds what an edge's streams
+// hold: it has no subjects of its own and sources each edge stream
+// through the edge's JetStream domain, across the leaf link.
+type HubStreamConfig struct {
+	Name string
+	// EdgeDomain is the edge's JetStream domain; the sources reach its
+	// streams through $JS.<EdgeDomain>.API.
+	EdgeDomain string
+	// Sources are the edge's stream names.
+	Sources []string
+	// MaxAge and Duplicates apply when the stream is created; an existing
+	// stream keeps its own.
+	MaxAge, Duplicates time.Duration
+}
+
+// EdgeAPIPrefix is the API prefix through which a hub reaches the streams
+// of the edge in domain.
+func EdgeAPIPrefix(domain string) string { return "$JS." + domain + ".API" }
+
+// EnsureHubStream creates the hub stream, or adds to an existing one the
+// sources it lacks; it never removes a source, so several edges can feed
+// one hub stream. js must talk to the hub's domain.
+func EnsureHubStream(ctx context.Context, js jetstream.JetStream, cfg HubStreamConfig) (jetstream.Stream, error) {
+	if cfg.Name == "" || cfg.EdgeDomain == "" || len(cfg.Sources) == 0 {
+		return nil, errors.New("ensure hub stream: name, edge domain and sources are required")
+	}
+	prefix := EdgeAPIPrefix(cfg.EdgeDomain)
+	var sources []*jetstream.StreamSource
+	for _, name := range cfg.Sources {
+		sources = append(sources, &jetstream.StreamSource{Name: name, External: &jetstream.ExternalStream{APIPrefix: prefix}})
+	}
+	s, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s, err = js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:       cfg.Name,
+			Sources:    sources,
+			MaxAge:     cfg.MaxAge,
+			Duplicates: cfg.Duplicates,
+			Storage:    jetstream.FileStorage,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("create hub stream %s: %w", cfg.Name, err)
+		}
+		return s, nil
+	case err != nil:
+		return nil, fmt.Errorf("look up hub stream %s: %w", cfg.Name, err)
+	}
+	want := s.CachedInfo().Config
+	added := false
+	for _, src := range sources {
+		if !slices.ContainsFunc(want.Sources, func(have *jetstream.StreamSource) bool {
+			return have.Name == src.Name && have.External != nil && have.External.APIPrefix == prefix
+		}) {
+			want.Sources = append(want.Sources, src)
+			added = true
+		}
+	}
+	if !added {
+		return s, nil
+	}
+	s, err = js.UpdateStream(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("add sources to hub stream %s: %w", cfg.Name, err)
+	}
+	return s, nil
+}

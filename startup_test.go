@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gcnats/gcnats/simulator"
+)
+
+// TestStartupzWaitsForNATS starts gcnats before its NATS server: /healthz
+// answers at once, but /startupz, which the native sidecar's startupProbe
+// uses to hold the app back, answers 200 only once NATS accepts clients
+// and the streams exist.
+func TestStartupzWaitsForNATS(t *testing.T) {
+	natsPort := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	h := faultHarness(t, simulator.Options{}, map[string]string{
+		"NATS_URL":         fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
+		"GCNATS_HTTP_ADDR": strings.TrimPrefix(base, "http://"),
+	})
+	s, err := loadSettings(h.environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), nil)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("sidecar stopped with %v", err)
+		}
+	}()
+
+	// Live while it waits for NATS, and saying it waits.
+	waitUntil(t, "gcnats retrying NATS", func() bool { return strings.Contains(h.logs.full(), "nats not reachable; retrying") })
+	if code, _ := get(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d while NATS is not up yet", code)
+	}
+	if code, body := get(t, base+"/startupz"); code != 503 || !strings.Contains(body, "connecting to NATS") {
+		t.Fatalf("/startupz %d %q before NATS is up; want 503 saying it is connecting", code, body)
+	}
+
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "late", Host: "127.0.0.1", Port: natsPort, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS not ready")
+	}
+	waitUntil(t, "/startupz answering 200", func() bool { code, _ := get(t, base+"/startupz"); return code == 200 })
+	// The probe passing means the streams are there for the app.
+	if code, body := get(t, base+"/startupz"); code != 200 || !strings.Contains(body, "streams exist") {
+		t.Fatalf("/startupz %d %q", code, body)
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Stream(context.Background(), "GENESYS"); err != nil {
+		t.Fatalf("/startupz passed before the stream existed: %v", err)
+	}
+}
