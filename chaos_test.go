@@ -133,6 +133,7 @@ type chaos struct {
 	counts   map[faultKind]int
 	natsAddr string // set while NATS is down
 	replica  *replica
+	joining  bool
 	left     []time.Time       // when second replicas left: their channels linger until they expire
 	skipped  []simulator.Event // events that must not be stored (oversized)
 	expected []simulator.Event // events emitted outside the emitter
@@ -369,10 +370,11 @@ func (c *chaos) secondReplica(s step) {
 		c.note(s, "already running")
 		return
 	}
+	c.joining = true // counted from before it makes its first channel
 	c.mu.Unlock()
 	r := c.h.launch()
 	c.mu.Lock()
-	c.replica = r
+	c.replica, c.joining = r, false
 	c.mu.Unlock()
 	c.note(s, "")
 	c.later(s.For, c.replicaLeaves)
@@ -384,10 +386,12 @@ func (c *chaos) replicaLeaves() {
 	c.replica = nil
 	c.mu.Unlock()
 	if r != nil {
-		_ = r.stop()
+		// Counted as leaving from now: its channels stay in use while it
+		// stops, and linger after.
 		c.mu.Lock()
 		c.left = append(c.left, time.Now())
 		c.mu.Unlock()
+		_ = r.stop()
 	}
 }
 
@@ -437,7 +441,7 @@ func (c *chaos) watch() func() {
 			snap := c.h.sim.Snapshot()
 			c.mu.Lock()
 			replicas := 1 // holding channels: running, or left less than a channel's life ago
-			if c.replica != nil {
+			if c.replica != nil || c.joining {
 				replicas++
 			}
 			for _, at := range c.left {
