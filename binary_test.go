@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 // buildBinary builds the gcnats command once per test run. With the race
 // detector on it reuses the packages this test binary was built from: the
 // Genesys SDK takes minutes to compile afresh.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
