@@ -72,7 +72,7 @@ type process struct {
 	exit  chan error
 }
 
-func startProcess(t *testing.T, bin string, env []string, args ...string) *process {
+func startProcess(t testing.TB, bin string, env []string, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env

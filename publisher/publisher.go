@@ -125,8 +125,13 @@ type Publisher struct {
 	results []result // outcomes from nats.go, in arrival order
 	denials []denial // permission violations the connection reported
 	wake    chan struct{}
+	// waiting counts Flush, Close and Publish calls waiting for the buffer
+	// to drain: while any waits, every ack wakes the run goroutine.
+	waiting atomic.Int32
 
-	loop // the run goroutine's state, see loop.go
+	// sendMu guards loop against kick; run holds it except while asleep.
+	sendMu sync.Mutex
+	loop   // the run goroutine's state, see loop.go
 
 	// Finished records kept for reuse, see record.go.
 	freeMu    sync.Mutex
@@ -155,6 +160,7 @@ type result struct {
 	msg *nats.Msg
 	ack *jetstream.PubAck
 	err error
+	at  time.Time // when it arrived
 }
 
 type flushWaiter struct {
@@ -240,12 +246,16 @@ func (p *Publisher) Publish(ctx context.Context, r *Record) error {
 		}
 		space := p.space
 		p.mu.Unlock()
+		p.waiting.Add(1)
+		p.signal() // acks already in may free the room
 		select {
 		case <-space:
 		case <-ctx.Done():
+			p.waiting.Add(-1)
 			p.put(rc)
 			return ctx.Err()
 		}
+		p.waiting.Add(-1)
 		p.mu.Lock()
 	}
 	p.nextSeq++
@@ -261,7 +271,7 @@ func (p *Publisher) Publish(ctx context.Context, r *Record) error {
 	p.mu.Unlock()
 
 	p.accepted.Add(1)
-	p.signal()
+	p.kick()
 	return nil
 }
 
@@ -278,6 +288,9 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	w := &flushWaiter{target: p.nextSeq, remaining: p.buffered, done: make(chan struct{})}
 	p.flushes = append(p.flushes, w)
 	p.mu.Unlock()
+	p.waiting.Add(1)
+	defer p.waiting.Add(-1)
+	p.signal() // acks already in, that did not wake run, may finish it
 
 	select {
 	case <-w.done:
@@ -330,11 +343,13 @@ func (p *Publisher) Close(ctx context.Context) (unflushed int, err error) {
 	p.stop()
 	<-p.done
 	// Acks that came in as ctx ended still count: the run goroutine is gone,
-	// so this goroutine owns its state now.
+	// so this goroutine owns its state now (kick sends no more).
+	p.sendMu.Lock()
 	p.closing = true
 	p.processResults()
 	p.release()
 	p.link.detach()
+	p.sendMu.Unlock()
 
 	p.mu.Lock()
 	unflushed = p.buffered
