@@ -33,11 +33,18 @@ import (
 // tests: nothing here asserts a target; `make bench` prints the figures
 // and the README records one run.
 //
-// Each runs its rounds itself (use -benchtime 1x) and alternates gcnats
-// and its baseline round by round, so a neighbour's load on a shared
-// machine falls on both alike; it reports the medians and their ratio.
+// Each runs benchRounds rounds itself (use -benchtime 1x, and -count for
+// more) and alternates gcnats and its baseline round by round, so a
+// neighbour's load on a shared machine falls on both alike; it reports
+// the medians and their ratio.
+var benchRounds = envInt("GCNATS_BENCH_ROUNDS", 1)
 
-const benchRounds = 3
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
 
 // e2eEnv is a JetStream server (file storage), a simulated org with
 // topics users' presence topics, and gcnats running in this process
@@ -202,12 +209,10 @@ func BenchmarkE2EThroughput(b *testing.B) {
 			var frameBytes int
 			for range b.N {
 				for range benchRounds {
-					if os.Getenv("XSKIP") == "" {
 					msgs := ceilingMsgs(b, c.padding, c.n)
 					e.purge()
 					d := publishCeiling(b, e.js, msgs)
 					ceil = append(ceil, float64(c.n)/d.Seconds())
-					} else { ceil = append(ceil, 1) }
 
 					batch := e.sim.Prepare(c.n, e.topics...)
 					e.purge()
@@ -215,7 +220,7 @@ func BenchmarkE2EThroughput(b *testing.B) {
 					start := time.Now()
 					evs := e.sim.EmitBatch(batch)
 					e.waitAcked(before + uint64(c.n))
-					d := time.Since(start)
+					d = time.Since(start)
 					gc = append(gc, float64(c.n)/d.Seconds())
 					frameBytes = len(evs[0].Frame)
 				}
@@ -349,8 +354,8 @@ func BenchmarkProcess(b *testing.B) {
 	const (
 		topics = 5000
 		rate   = 1000
-		idle   = 10 * time.Second
-		busy   = 10 * time.Second
+		idle   = 5 * time.Second
+		busy   = 5 * time.Second
 	)
 	bin := buildBinary(b)
 	sim := simulator.Start(b, simulator.Options{Queues: 1, Users: topics, BodyPadding: 512, Seed: 9, RecordLimit: 1000})
@@ -374,7 +379,7 @@ func BenchmarkProcess(b *testing.B) {
 				"NATS_URL="+srv.ClientURL(),
 				"GCNATS_TOPICS=v2.users.*.presence",
 				"GCNATS_HTTP_ADDR="+addr,
-				"GCNATS_LOG_LEVEL=warn", "GOMAXPROCS="+os.Getenv("XPROCS"),
+				"GCNATS_LOG_LEVEL=warn",
 				"GCNATS_PPROF_ADDR="+os.Getenv("GCNATS_BENCH_PPROF_ADDR"),
 			)
 			batches := make([]*simulator.Batch, int(rate*busy/time.Second))
