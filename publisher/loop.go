@@ -37,8 +37,6 @@ type loop struct {
 	closing           bool // Close is draining the last outcomes: ask the server nothing
 	lastTrim          time.Time
 	redialing         bool
-	lazyArmed         bool // run sleeps with its lazyAckWait timer set
-	stopped           bool // run has returned: kick sends nothing
 	redialCancel      context.CancelFunc
 	failLog           logLimiter
 	retryLog          logLimiter
@@ -92,50 +90,20 @@ func (p *Publisher) signal() {
 	}
 }
 
-// kick gets newly accepted records sent. When the run goroutine is asleep
-// and nothing but sending is due (no retries, no pause, no dedup check),
-// the caller sends them itself, under sendMu, exactly as run would: at
-// everyday rates that saves a goroutine hand-off per event, which costs
-// more CPU than everything else the sidecar does with it, and a hop of
-// latency. Otherwise, or when run holds the loop, it wakes run.
-func (p *Publisher) kick() {
-	if !p.sendMu.TryLock() {
-		p.signal()
-		return
-	}
-	wake := true
-	if !p.stopped && !p.checkDue && p.retryHead == len(p.retry) && len(p.finished) == 0 {
-		wait := p.send(true)
-		// Wake run for anything but a clean send: a failure to handle, a
-		// pause, records left for lack of room, or acks to collect while
-		// run sleeps without its lazyAckWait timer.
-		wake = wait > 0 || len(p.finished) > 0 || p.retryHead < len(p.retry) ||
-			p.bufferedN.Load() > int64(len(p.inflight)) || (!p.lazyArmed && len(p.inflight) > 0)
-	}
-	p.sendMu.Unlock()
-	if wake {
-		p.signal()
-	}
-}
-
 func (p *Publisher) run() {
 	defer close(p.done)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	for {
-		// The loop's state is run's, shared only with kick, which sends
-		// while run sleeps.
-		p.sendMu.Lock()
 		p.processResults()
 		p.watchLink()
 		var timerC <-chan time.Time
-		wait := p.send(false)
+		wait := p.send()
 		if trim := p.maybeTrim(); trim > 0 && (wait == 0 || trim < wait) {
 			wait = trim
 		}
-		p.lazyArmed = len(p.inflight) > 0
-		if p.lazyArmed && (wait == 0 || wait > lazyAckWait) {
+		if len(p.inflight) > 0 && (wait == 0 || wait > lazyAckWait) {
 			wait = lazyAckWait // acks that did not wake run, see addResult
 		}
 		if wait > 0 {
@@ -143,21 +111,14 @@ func (p *Publisher) run() {
 			timerC = timer.C
 		}
 		p.release()
-		status := p.link.status
-		p.sendMu.Unlock()
 		select {
 		case <-p.wake:
-		case <-status:
+		case <-p.link.status:
 		case l := <-p.redialed:
-			p.sendMu.Lock()
 			p.swap(l)
-			p.sendMu.Unlock()
 		case <-timerC:
 		case <-p.quit:
-			p.sendMu.Lock()
-			p.stopped = true
 			p.stopRedial()
-			p.sendMu.Unlock()
 			return
 		}
 		timer.Stop()
@@ -225,9 +186,8 @@ func (p *Publisher) finishAcked(rc *rec, duplicate bool, at time.Time) {
 
 // send publishes retries first, then new records, in acceptance order, while
 // connected and not pausing after a failure. It returns how long the pause
-// still lasts. Inline (from kick) it stops where a dedup check, which asks
-// the server, is due: that is run's to do.
-func (p *Publisher) send(inline bool) time.Duration {
+// still lasts.
+func (p *Publisher) send() time.Duration {
 	defer func() { p.inFlightN.Store(int64(len(p.inflight))) }()
 	for {
 		if wait := time.Until(p.holdUntil); wait > 0 {
@@ -237,9 +197,6 @@ func (p *Publisher) send(inline bool) time.Duration {
 			return 0 // the CONNECTED status, or a redial, wakes run
 		}
 		if p.checkDue {
-			if inline {
-				return 0
-			}
 			p.checkStored()
 			if wait := time.Until(p.holdUntil); wait > 0 {
 				return wait

@@ -129,9 +129,7 @@ type Publisher struct {
 	// to drain: while any waits, every ack wakes the run goroutine.
 	waiting atomic.Int32
 
-	// sendMu guards loop against kick; run holds it except while asleep.
-	sendMu sync.Mutex
-	loop   // the run goroutine's state, see loop.go
+	loop // the run goroutine's state, see loop.go
 
 	// Finished records kept for reuse, see record.go.
 	freeMu    sync.Mutex
@@ -271,7 +269,7 @@ func (p *Publisher) Publish(ctx context.Context, r *Record) error {
 	p.mu.Unlock()
 
 	p.accepted.Add(1)
-	p.kick()
+	p.signal()
 	return nil
 }
 
@@ -343,13 +341,11 @@ func (p *Publisher) Close(ctx context.Context) (unflushed int, err error) {
 	p.stop()
 	<-p.done
 	// Acks that came in as ctx ended still count: the run goroutine is gone,
-	// so this goroutine owns its state now (kick sends no more).
-	p.sendMu.Lock()
+	// so this goroutine owns its state now.
 	p.closing = true
 	p.processResults()
 	p.release()
 	p.link.detach()
-	p.sendMu.Unlock()
 
 	p.mu.Lock()
 	unflushed = p.buffered
