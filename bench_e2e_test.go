@@ -46,9 +46,11 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// e2eEnv is a JetStream server (file storage), a simulated org with
-// topics users' presence topics, and gcnats running in this process
-// between them, as `gcnats` runs.
+// e2eEnv is a JetStream server (file storage), a simulated org whose
+// users' presence topics gcnats subscribes, and gcnats running in this
+// process between them, as `gcnats` runs. GCNATS_BENCH_PPROF_ADDR, when
+// set, becomes the sidecar's GCNATS_PPROF_ADDR (here and in
+// BenchmarkProcess), for profiling it while a benchmark runs.
 type e2eEnv struct {
 	b      *testing.B
 	sim    *simulator.Server
