@@ -25,8 +25,10 @@ chaos: ## a seeded, randomized fault schedule against every guarantee; GCNATS_CH
 demo: ## JetStream, a simulated Genesys org and the sidecar, all embedded
 	$(GO) run . demo
 
-bench: ## the hot path's benchmarks, each beside its baseline
-	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./connector/ ./subjects/ ./publisher/ .
+bench: ## the hot path's benchmarks, then the whole product's (bench_e2e_test.go), each beside its baseline; about 10 minutes
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./connector/ ./subjects/ ./publisher/
+	$(GO) test -run '^$$' -bench '^Benchmark(Demux|HotPath)$$' -benchmem -count 3 .
+	$(GO) test -run '^$$' -bench '^Benchmark(E2E|Process)' -benchtime 1x -count 3 -timeout 30m .
 
 lint: ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 // buildBinary builds the gcnats command once per test run. With the race
 // detector on it reuses the packages this test binary was built from: the
 // Genesys SDK takes minutes to compile afresh.
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -72,7 +72,7 @@ type process struct {
 	exit  chan error
 }
 
-func startProcess(t *testing.T, bin string, env []string, args ...string) *process {
+func startProcess(t testing.TB, bin string, env []string, args ...string) *process {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env

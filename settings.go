@@ -80,6 +80,9 @@ type Settings struct {
 	ShutdownTimeout  time.Duration `env:"GCNATS_SHUTDOWN_TIMEOUT" envDefault:"20s"`
 	HeartbeatTimeout time.Duration `env:"GCNATS_HEARTBEAT_TIMEOUT" envDefault:"75s"`
 	HandoverGrace    time.Duration `env:"GCNATS_HANDOVER_GRACE" envDefault:"3s"`
+
+	// PprofAddr serves net/http/pprof there when set (profiling; off by default).
+	PprofAddr string `env:"GCNATS_PPROF_ADDR"`
 }
 
 // regions maps Genesys Cloud AWS regions to their domains.

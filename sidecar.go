@@ -102,6 +102,10 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		}
 	}
 
+	if err := servePprof(s.PprofAddr, log); err != nil {
+		return nil, err
+	}
+
 	if s.RoutesFile != "" {
 		sc.table, err = subjects.Load(s.RoutesFile, s.SubjectPrefix)
 	} else {

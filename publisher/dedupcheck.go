@@ -127,7 +127,7 @@ func (p *Publisher) finishStored(stored map[*rec]bool) {
 	j := p.retryHead
 	for _, rc := range p.retry[p.retryHead:] {
 		if stored[rc] {
-			p.finishAcked(rc, true)
+			p.finishAcked(rc, true, time.Now())
 			continue
 		}
 		p.retry[j] = rc

@@ -125,6 +125,9 @@ type Publisher struct {
 	results []result // outcomes from nats.go, in arrival order
 	denials []denial // permission violations the connection reported
 	wake    chan struct{}
+	// waiting counts Flush, Close and Publish calls waiting for the buffer
+	// to drain: while any waits, every ack wakes the run goroutine.
+	waiting atomic.Int32
 
 	loop // the run goroutine's state, see loop.go
 
@@ -155,6 +158,7 @@ type result struct {
 	msg *nats.Msg
 	ack *jetstream.PubAck
 	err error
+	at  time.Time // when it arrived
 }
 
 type flushWaiter struct {
@@ -240,12 +244,16 @@ func (p *Publisher) Publish(ctx context.Context, r *Record) error {
 		}
 		space := p.space
 		p.mu.Unlock()
+		p.waiting.Add(1)
+		p.signal() // acks already in may free the room
 		select {
 		case <-space:
 		case <-ctx.Done():
+			p.waiting.Add(-1)
 			p.put(rc)
 			return ctx.Err()
 		}
+		p.waiting.Add(-1)
 		p.mu.Lock()
 	}
 	p.nextSeq++
@@ -278,6 +286,9 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	w := &flushWaiter{target: p.nextSeq, remaining: p.buffered, done: make(chan struct{})}
 	p.flushes = append(p.flushes, w)
 	p.mu.Unlock()
+	p.waiting.Add(1)
+	defer p.waiting.Add(-1)
+	p.signal() // acks already in, that did not wake run, may finish it
 
 	select {
 	case <-w.done:

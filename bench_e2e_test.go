@@ -1,0 +1,507 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gcnats/gcnats/connector"
+	"github.com/gcnats/gcnats/publisher"
+	"github.com/gcnats/gcnats/simulator"
+)
+
+// The benchmarks in this file measure the whole product as a user feels
+// it, each figure beside a baseline measured in the same run on the same
+// server: the simulated org writes frames into a real WebSocket as fast as
+// (or at the rate) asked, gcnats reads, routes, hashes and publishes them
+// into a file-storage stream with a 2-minute duplicate window, and the
+// figure is taken when JetStream has stored them. They are benchmarks, not
+// tests: nothing here asserts a target; `make bench` prints the figures
+// and the README records one run.
+//
+// Each runs benchRounds rounds itself (use -benchtime 1x, and -count for
+// more) and alternates gcnats and its baseline round by round, so a
+// neighbour's load on a shared machine falls on both alike; it reports
+// the medians and their ratio.
+var benchRounds = envInt("GCNATS_BENCH_ROUNDS", 1)
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// e2eEnv is a JetStream server (file storage), a simulated org whose
+// users' presence topics gcnats subscribes, and gcnats running in this
+// process between them, as `gcnats` runs. GCNATS_BENCH_PPROF_ADDR, when
+// set, becomes the sidecar's GCNATS_PPROF_ADDR (here and in
+// BenchmarkProcess), for profiling it while a benchmark runs.
+type e2eEnv struct {
+	b      *testing.B
+	sim    *simulator.Server
+	srv    *publisher.Embedded
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	sc     *sidecar
+	topics []string
+	stop   func()
+}
+
+func startE2E(b *testing.B, topics, padding int) *e2eEnv {
+	b.Helper()
+	e := &e2eEnv{b: b}
+	e.sim = simulator.Start(b, simulator.Options{Queues: 1, Users: topics, BodyPadding: padding, Seed: 7, RecordLimit: 1000})
+	for _, u := range e.sim.Users() {
+		e.topics = append(e.topics, "v2.users."+u.ID+".presence")
+	}
+	var err error
+	e.srv, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(e.srv.Shutdown)
+	if e.nc, err = nats.Connect(e.srv.ClientURL()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(e.nc.Close)
+	if e.js, err = jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
+		b.Fatal(err)
+	}
+	s, err := loadSettings(map[string]string{
+		"GENESYSCLOUD_API_URL":            e.sim.URL(),
+		"GENESYSCLOUD_OAUTHCLIENT_ID":     e.sim.ClientID(),
+		"GENESYSCLOUD_OAUTHCLIENT_SECRET": e.sim.ClientSecret(),
+		"NATS_URL":                        e.srv.ClientURL(),
+		"GCNATS_TOPICS":                   "v2.users.*.presence",
+		"GCNATS_HTTP_ADDR":                "",
+		"GCNATS_DEDUP_WINDOW":             "2m",
+		"GCNATS_PPROF_ADDR":               os.Getenv("GCNATS_BENCH_PPROF_ADDR"),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan *sidecar, 1)
+	go func() { done <- runSidecar(ctx, s, slog.New(slog.DiscardHandler), func(sc *sidecar) { started <- sc }) }()
+	select {
+	case e.sc = <-started:
+	case err := <-done:
+		b.Fatalf("sidecar: %v", err)
+	}
+	e.stop = func() { cancel(); <-done }
+	b.Cleanup(func() { e.stop() })
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer wcancel()
+	if err := e.sim.Wait(wctx, func(s simulator.Snapshot) bool { return s.Topics(true) == topics }); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.sc.conn.Wait(wctx, func(st connector.Status) bool { ok, _ := st.Ready(); return ok }); err != nil {
+		b.Fatal(err)
+	}
+	return e
+}
+
+// purge empties the stream between rounds (untimed), so every round
+// stores into a stream of the same size.
+func (e *e2eEnv) purge() {
+	st, err := e.js.Stream(context.Background(), e.sc.settings.Stream)
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	if err := st.Purge(context.Background()); err != nil {
+		e.b.Fatal(err)
+	}
+}
+
+// waitAcked waits until the sidecar's publisher has had target records
+// acknowledged by JetStream, that is stored.
+func (e *e2eEnv) waitAcked(target uint64) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for e.sc.pub.Stats().Acked < target {
+		if time.Now().After(deadline) {
+			e.b.Fatalf("acked %d of %d after two minutes", e.sc.pub.Stats().Acked, target)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// ceilingMsgs are the messages gcnats would publish for n events like the
+// ones it reads, built before the clock starts: subject, the five headers
+// with their dedup id, and the body. A second simulated org without sockets
+// makes them, so the same generator gives the same shapes and sizes.
+func ceilingMsgs(b *testing.B, padding, n int) []*nats.Msg {
+	sim := simulator.Start(b, simulator.Options{Queues: 1, Users: 100, BodyPadding: padding, Seed: 8, RecordLimit: 1})
+	var topics []string
+	for _, u := range sim.Users() {
+		topics = append(topics, "v2.users."+u.ID+".presence")
+	}
+	evs := sim.EmitBatch(sim.Prepare(n, topics...))
+	msgs := make([]*nats.Msg, len(evs))
+	at := time.Now().UTC().Format(time.RFC3339Nano)
+	for i, ev := range evs {
+		id := publisher.MsgID(nil, []byte(ev.Topic), []byte(ev.CorrelationID), ev.Body)
+		msgs[i] = &nats.Msg{Subject: "genesys." + ev.Topic, Data: ev.Body, Header: nats.Header{
+			publisher.HeaderMsgID:         {string(id)},
+			publisher.HeaderTopic:         {ev.Topic},
+			publisher.HeaderVersion:       {"2"},
+			publisher.HeaderCorrelationID: {ev.CorrelationID},
+			publisher.HeaderReceivedAt:    {at},
+		}}
+	}
+	sim.Close()
+	return msgs
+}
+
+// publishCeiling is the raw JetStream async-publish ceiling: PublishMsgAsync
+// with 4,096 in flight, then every ack.
+func publishCeiling(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg) time.Duration {
+	start := time.Now()
+	for _, m := range msgs {
+		for {
+			_, err := js.PublishMsgAsync(m)
+			if err == nil {
+				break
+			}
+			if err != jetstream.ErrTooManyStalledMsgs {
+				b.Fatal(err)
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(2 * time.Minute):
+		b.Fatal("acks outstanding after two minutes")
+	}
+	return time.Since(start)
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// BenchmarkE2EThroughput: the simulator writes prepared frames into the
+// socket as fast as gcnats reads them (TCP flow control paces it), and the
+// clock stops when JetStream has acknowledged the last one. The baseline
+// is the ceiling: the same number of equally sized messages, headers and
+// dedup ids built in advance, published with PublishMsgAsync and 4,096 in
+// flight to the same server and stream.
+func BenchmarkE2EThroughput(b *testing.B) {
+	for _, c := range []struct{ padding, n int }{{512, 60_000}, {4096, 20_000}} {
+		b.Run(fmt.Sprintf("size=%d", c.padding), func(b *testing.B) {
+			e := startE2E(b, 100, c.padding)
+			var gc, ceil []float64
+			var frameBytes int
+			for range b.N {
+				for range benchRounds {
+					msgs := ceilingMsgs(b, c.padding, c.n)
+					e.purge()
+					d := publishCeiling(b, e.js, msgs)
+					ceil = append(ceil, float64(c.n)/d.Seconds())
+
+					batch := e.sim.Prepare(c.n, e.topics...)
+					e.purge()
+					before := e.sc.pub.Stats().Acked
+					start := time.Now()
+					evs := e.sim.EmitBatch(batch)
+					e.waitAcked(before + uint64(c.n))
+					d = time.Since(start)
+					gc = append(gc, float64(c.n)/d.Seconds())
+					frameBytes = len(evs[0].Frame)
+				}
+			}
+			g, r := median(gc), median(ceil)
+			b.ReportMetric(g, "gcnats-events/s")
+			b.ReportMetric(r, "ceiling-events/s")
+			b.ReportMetric(g/r, "ratio")
+			b.ReportMetric(float64(frameBytes), "frame-bytes")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkE2ELatency: 5,000 events/s over 100 topics, each frame timed
+// from just before the simulator writes it to the socket to the moment
+// JetStream stored it (the stream's own timestamp of the message, same
+// clock). The baseline is the same rate of the same kind of messages
+// published straight to JetStream, timed from just before PublishMsgAsync.
+func BenchmarkE2ELatency(b *testing.B) {
+	const (
+		rate     = 5000
+		duration = 4 * time.Second
+		n        = int(rate * duration / time.Second)
+	)
+	e := startE2E(b, 100, 512)
+	var gcP, baseP [][4]float64
+	for range b.N {
+		for range benchRounds {
+			// Baseline.
+			msgs := ceilingMsgs(b, 512, n)
+			e.purge()
+			sent := make(map[string]time.Time, n)
+			pace(n, rate, func(i int) {
+				sent[msgs[i].Header.Get(publisher.HeaderCorrelationID)] = time.Now()
+				if _, err := e.js.PublishMsgAsync(msgs[i]); err != nil {
+					b.Fatal(err)
+				}
+			})
+			<-e.js.PublishAsyncComplete()
+			baseP = append(baseP, percentiles(b, e, sent))
+
+			// gcnats: one prepared event per write, so each has its own time.
+			batches := make([]*simulator.Batch, n)
+			for i := range batches {
+				batches[i] = e.sim.Prepare(1, e.topics[i%len(e.topics)])
+			}
+			e.purge()
+			before := e.sc.pub.Stats().Acked
+			sent = make(map[string]time.Time, n)
+			pace(n, rate, func(i int) {
+				ev := e.sim.EmitBatch(batches[i])[0]
+				sent[ev.CorrelationID] = ev.At
+			})
+			e.waitAcked(before + uint64(n))
+			gcP = append(gcP, percentiles(b, e, sent))
+		}
+	}
+	report := func(name string, ps [][4]float64) {
+		for k, q := range []string{"p50", "p99", "p99.9", "max"} {
+			var xs []float64
+			for _, p := range ps {
+				xs = append(xs, p[k])
+			}
+			b.ReportMetric(median(xs), name+"-"+q+"-µs")
+		}
+	}
+	report("gcnats", gcP)
+	report("baseline", baseP)
+	b.ReportMetric(0, "ns/op")
+}
+
+// pace calls emit(i) for i < n at rate per second, on schedule: a late call
+// is not made up for by waiting less later, and none is skipped.
+func pace(n, rate int, emit func(i int)) {
+	start := time.Now()
+	step := time.Second / time.Duration(rate)
+	for i := range n {
+		if d := time.Until(start.Add(time.Duration(i) * step)); d > 0 {
+			time.Sleep(d)
+		}
+		emit(i)
+	}
+}
+
+// percentiles reads the stream back and returns p50, p99, p99.9 and max of
+// stored-at minus sent, in µs, matching messages by correlation id.
+func percentiles(b *testing.B, e *e2eEnv, sent map[string]time.Time) [4]float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cons, err := e.js.OrderedConsumer(ctx, e.sc.settings.Stream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lat []float64
+	for len(lat) < len(sent) {
+		batch, err := cons.Fetch(len(sent)-len(lat), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				b.Fatal(err)
+			}
+			at, ok := sent[m.Headers().Get(publisher.HeaderCorrelationID)]
+			if !ok {
+				b.Fatalf("a message nobody sent: %v", m.Headers())
+			}
+			lat = append(lat, float64(md.Timestamp.Sub(at).Microseconds()))
+		}
+		if got == 0 && ctx.Err() != nil {
+			b.Fatalf("read %d of %d", len(lat), len(sent))
+		}
+	}
+	slices.Sort(lat)
+	q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	return [4]float64{q(0.50), q(0.99), q(0.999), lat[len(lat)-1]}
+}
+
+// BenchmarkProcess runs the built gcnats binary as its own process against
+// a simulated org of 5,000 users (5,000 presence topics, 5 channels) and a
+// JetStream server, both in this process, and measures the sidecar alone
+// from /proc: how long from exec to /readyz answering 200, its CPU while
+// idle (topics subscribed, no events), its CPU per event at 1,000 events/s,
+// and its peak RSS (VmHWM) at the end. The baseline beside the CPU figures
+// is this process (simulator and JetStream server) over the same windows.
+func BenchmarkProcess(b *testing.B) {
+	const (
+		topics = 5000
+		rate   = 1000
+		idle   = 5 * time.Second
+		busy   = 5 * time.Second
+	)
+	bin := buildBinary(b)
+	sim := simulator.Start(b, simulator.Options{Queues: 1, Users: topics, BodyPadding: 512, Seed: 9, RecordLimit: 1000})
+	var topicList []string
+	for _, u := range sim.Users() {
+		topicList = append(topicList, "v2.users."+u.ID+".presence")
+	}
+	srv, err := publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Shutdown()
+	var ready, idleCPU, evCPU, hwm, selfIdle, selfEv []float64
+	for range b.N {
+		for range benchRounds {
+			addr := freeAddr(b)
+			env := append(os.Environ(),
+				"GENESYSCLOUD_API_URL="+sim.URL(),
+				"GENESYSCLOUD_OAUTHCLIENT_ID="+sim.ClientID(),
+				"GENESYSCLOUD_OAUTHCLIENT_SECRET="+sim.ClientSecret(),
+				"NATS_URL="+srv.ClientURL(),
+				"GCNATS_TOPICS=v2.users.*.presence",
+				"GCNATS_HTTP_ADDR="+addr,
+				"GCNATS_LOG_LEVEL=warn",
+				"GCNATS_PPROF_ADDR="+os.Getenv("GCNATS_BENCH_PPROF_ADDR"),
+			)
+			batches := make([]*simulator.Batch, int(rate*busy/time.Second))
+			for i := range batches {
+				batches[i] = sim.Prepare(1, topicList[i%topics])
+			}
+			start := time.Now()
+			p := startProcess(b, bin, env)
+			pid := p.cmd.Process.Pid
+			for !isReady(addr) {
+				if time.Since(start) > time.Minute {
+					b.Fatalf("not ready after a minute:\n%s", p.all)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			ready = append(ready, time.Since(start).Seconds())
+			// Let start-up's garbage be collected and the channel plan settle.
+			time.Sleep(2 * time.Second)
+
+			c0, s0 := cpuOf(b, pid), selfCPU()
+			time.Sleep(idle)
+			c1, s1 := cpuOf(b, pid), selfCPU()
+			idleCPU = append(idleCPU, 100*(c1-c0).Seconds()/idle.Seconds())
+			selfIdle = append(selfIdle, 100*(s1-s0).Seconds()/idle.Seconds())
+
+			pace(len(batches), rate, func(i int) { sim.EmitBatch(batches[i]) })
+			time.Sleep(500 * time.Millisecond) // the last acks
+			c2, s2 := cpuOf(b, pid), selfCPU()
+			evCPU = append(evCPU, float64((c2-c1).Microseconds())/float64(len(batches)))
+			selfEv = append(selfEv, float64((s2-s1).Microseconds())/float64(len(batches)))
+			hwm = append(hwm, vmHWM(b, pid))
+
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.exit:
+			case <-time.After(30 * time.Second):
+				b.Fatal("sidecar did not stop")
+			}
+		}
+	}
+	b.ReportMetric(median(ready), "ready-s")
+	b.ReportMetric(median(idleCPU), "idle-cpu-%")
+	b.ReportMetric(median(evCPU), "cpu-µs/event")
+	b.ReportMetric(median(hwm), "peak-rss-MB")
+	b.ReportMetric(median(selfIdle), "baseline-idle-cpu-%")
+	b.ReportMetric(median(selfEv), "baseline-cpu-µs/event")
+	b.ReportMetric(0, "ns/op")
+}
+
+func freeAddr(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func isReady(addr string) bool {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// cpuOf is the CPU time of every thread of pid, to the nanosecond
+// (schedstat's first field), falling back to /proc/pid/stat's ticks.
+func cpuOf(b *testing.B, pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var total time.Duration
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // a thread that just ended
+		}
+		f := strings.Fields(string(data))
+		if len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += time.Duration(ns)
+		}
+	}
+	if total > 0 {
+		return total
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+var selfMu sync.Mutex
+
+// selfCPU is this process's CPU time (the simulator, the JetStream server
+// and the benchmark itself).
+func selfCPU() time.Duration {
+	selfMu.Lock()
+	defer selfMu.Unlock()
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// vmHWM is the peak resident set of pid in MB.
+func vmHWM(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
