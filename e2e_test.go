@@ -24,7 +24,7 @@ routes:
 
 // TestEndToEnd runs a simulated org → gcnats → a real JetStream server and
 // checks every event the org generated: stored exactly once, on the
-// expected subject, with the headers of DESIGN.md and the eventBody bytes as
+// expected subject, with the headers the README lists and the eventBody bytes as
 // payload; filtered events absent and counted; no control frame published.
 func TestEndToEnd(t *testing.T) {
 	conversations := []string{"3f0c1a9e-4b52-4d6e-9a3c-0b7e5d2f8a11", "9b2d7c40-1e8f-4a35-b6d9-52c3e1f0a7b4"}

@@ -19,7 +19,7 @@ import (
 	"github.com/gcnats/gcnats/publisher"
 )
 
-// Settings are gcnats' environment, as DESIGN.md names it. Genesys names
+// Settings are gcnats' environment, as the README lists it. Genesys names
 // follow the Genesys Terraform provider and CLI; NATS names the nats CLI.
 type Settings struct {
 	Region       string `env:"GENESYSCLOUD_REGION"`

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Headers every message carries (DESIGN.md, "Subjects and messages").
+// Headers every message carries (the README, "Subjects and messages").
 const (
 	HeaderMsgID         = jetstream.MsgIDHeader // "Nats-Msg-Id"
 	HeaderTopic         = "Genesys-Topic"
