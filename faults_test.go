@@ -211,6 +211,26 @@ func (h *harness) waitBothReplicas(topics int) {
 	})
 }
 
+// verifyReplicas stops both replicas and checks that the stream holds each
+// event exactly once; it returns what the stream holds.
+func (h *harness) verifyReplicas(second *replica, events []simulator.Event) []storedMsg {
+	h.t.Helper()
+	msgs := h.collect("GENESYS", len(events))
+	if err := second.stop(); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.stop(); err != nil {
+		h.t.Fatal(err)
+	}
+	if n := h.streamMsgs("GENESYS"); n != uint64(len(events)) {
+		h.t.Fatalf("stream holds %d messages for %d events", n, len(events))
+	}
+	if acc := account(events, msgs, nil); acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
+		h.t.Fatalf("%v; lost %v", acc, acc.lost)
+	}
+	return msgs
+}
+
 // stopNATS stops the test's JetStream server and returns its address.
 func (h *harness) stopNATS() string {
 	addr := h.nats.Addr()
@@ -297,20 +317,7 @@ func TestTwoReplicasStoreEachEventOnce(t *testing.T) {
 			t.Fatalf("event %d delivered to %d sockets, want both replicas'", ev.Seq, ev.Delivered)
 		}
 	}
-	msgs := h.collect("GENESYS", len(events))
-	if err := second.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if n := h.streamMsgs("GENESYS"); n != uint64(len(events)) {
-		t.Fatalf("stream holds %d messages for %d events", n, len(events))
-	}
-	acc := account(events, msgs, nil)
-	if acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
-		t.Fatalf("%v", acc)
-	}
+	msgs := h.verifyReplicas(second, events)
 	dups := counterValue(h.sc.metrics.duplicates) + counterValue(second.sc.metrics.duplicates)
 	t.Logf("two replicas: sent %d, stored %d, lost 0, duplicated 0 (JetStream collapsed %v)", len(events), len(msgs), dups)
 }

@@ -109,20 +109,7 @@ func TestIdenticalBodiesAreDistinctEvents(t *testing.T) {
 	// The generator repeats membership bodies too.
 	events = append(events, h.sim.EmitN(20, topic)...)
 
-	msgs := h.collect("GENESYS", len(events))
-	if err := second.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if n := h.streamMsgs("GENESYS"); n != uint64(len(events)) {
-		t.Fatalf("stream holds %d messages for %d events", n, len(events))
-	}
-	acc := account(events, msgs, nil)
-	if acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
-		t.Fatalf("%v; lost %v", acc, acc.lost)
-	}
+	msgs := h.verifyReplicas(second, events)
 	var joins []string
 	for _, m := range msgs[:3] {
 		joins = append(joins, string(m.Data))
