@@ -58,6 +58,9 @@ func TestChaos(t *testing.T) {
 	stopWatch := c.watch()
 
 	start := time.Now()
+	c.mu.Lock()
+	c.start = start // every time in a report is on the schedule's clock
+	c.mu.Unlock()
 	for _, s := range schedule {
 		if wait := time.Until(start.Add(s.At)); wait > 0 {
 			time.Sleep(wait) // the schedule's own clock: faults happen at their times
@@ -554,7 +557,23 @@ func (c *chaos) check(events []simulator.Event) accounting {
 // reconnected, for a failure report.
 func (c *chaos) counters() string {
 	var b strings.Builder
-	for _, vec := range []*prometheus.CounterVec{c.h.sc.metrics.droppedFrames, c.h.sc.metrics.reconnects, c.h.sc.metrics.retries} {
+	// Received against published tells a frame lost before the publisher
+	// from one lost after it.
+	sum := func(vec *prometheus.CounterVec) float64 {
+		ch := make(chan prometheus.Metric, 1024)
+		vec.Collect(ch)
+		close(ch)
+		total := 0.0
+		for m := range ch {
+			var d dto.Metric
+			_ = m.Write(&d)
+			total += d.GetCounter().GetValue()
+		}
+		return total
+	}
+	m := c.h.sc.metrics
+	fmt.Fprintf(&b, "received=%v published=%v filtered=%v ", sum(m.received), sum(m.published), sum(m.filtered))
+	for _, vec := range []*prometheus.CounterVec{m.droppedFrames, m.reconnects, m.retries} {
 		ch := make(chan prometheus.Metric, 64)
 		vec.Collect(ch)
 		close(ch)
