@@ -41,21 +41,7 @@ func redialRun(t *testing.T, lose func(t *testing.T, p *Publisher, pr *producer)
 
 	waitFor(t, 10*time.Second, "first acks", func() bool { return p.Stats().Acked >= 100 })
 	lose(t, p, pr)
-	waitFor(t, 20*time.Second, "a new connection", func() bool { return p.Conn() != nc && p.Healthy() == nil })
-	pr.waitMore(t, 200)
-	ids := pr.finish(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := p.Flush(ctx); err != nil {
-		t.Fatalf("flush: %v; stats %+v", err, p.Stats())
-	}
-	assertExactlyOnce(t, p.JetStream(), "TEST", ids)
-	if st := p.Stats(); st.Acked != uint64(len(ids)) || st.Failed != 0 {
-		t.Fatalf("stats %+v for %d records", st, len(ids))
-	}
-	if err := p.Healthy(); err != nil {
-		t.Fatalf("healthy after the redial: %v", err)
-	}
+	ids := redialedExactlyOnce(t, p, pr, nc)
 	t.Logf("%d records, %d dials, stats %+v", len(ids), dials.Load(), p.Stats())
 }
 
@@ -101,6 +87,14 @@ func TestRedialAfterAuthorizationFailures(t *testing.T) {
 	waitFor(t, 10*time.Second, "records to arrive while no connection can be made", func() bool { return pr.count() >= before+100 })
 
 	restart("pw")
+	redialedExactlyOnce(t, p, pr, nc)
+}
+
+// redialedExactlyOnce waits for a connection other than nc, lets the
+// producer run on, and checks every record it sent stored exactly once
+// and the publisher healthy.
+func redialedExactlyOnce(t *testing.T, p *Publisher, pr *producer, nc *nats.Conn) map[string]bool {
+	t.Helper()
 	waitFor(t, 20*time.Second, "a new connection", func() bool { return p.Conn() != nc && p.Healthy() == nil })
 	pr.waitMore(t, 200)
 	ids := pr.finish(t)
@@ -116,4 +110,5 @@ func TestRedialAfterAuthorizationFailures(t *testing.T) {
 	if err := p.Healthy(); err != nil {
 		t.Fatalf("healthy after the redial: %v", err)
 	}
+	return ids
 }
