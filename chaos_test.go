@@ -61,6 +61,12 @@ func TestChaos(t *testing.T) {
 	c.mu.Lock()
 	c.start = start // every time in a report is on the schedule's clock
 	c.mu.Unlock()
+	witness, err := newServerWitness(c.h.nats.ClientURL(), start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.witness = witness
+	t.Cleanup(witness.close)
 	for _, s := range schedule {
 		if wait := time.Until(start.Add(s.At)); wait > 0 {
 			time.Sleep(wait) // the schedule's own clock: faults happen at their times
@@ -73,7 +79,7 @@ func TestChaos(t *testing.T) {
 	// Readiness within a bound of the last fault healing.
 	healed := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), chaosReadyBound)
-	err := c.h.sc.conn.Wait(ctx, func(s connector.Status) bool { ok, _ := s.Ready(); return ok })
+	err = c.h.sc.conn.Wait(ctx, func(s connector.Status) bool { ok, _ := s.Ready(); return ok })
 	cancel()
 	if err != nil {
 		c.fail("ready within %s of the last fault", chaosReadyBound)
@@ -98,6 +104,7 @@ func TestChaos(t *testing.T) {
 	if took := time.Since(stopStart); took > chaosShutdownTime {
 		c.fail("shutdown took %s, over its %s timeout", took, chaosShutdownTime)
 	}
+	witness.close()
 	c.waitGoroutines(baseGoroutines)
 	c.report(acc, undeliverable, readyAfter)
 }
@@ -135,6 +142,7 @@ type chaos struct {
 	log      []string // applied faults with what they met
 	counts   map[faultKind]int
 	natsAddr string // set while NATS is down
+	witness  *serverWitness
 	replica  *replica
 	joining  bool
 	left     []time.Time       // when second replicas left: their channels linger until they expire
@@ -548,9 +556,26 @@ func (c *chaos) check(events []simulator.Event) accounting {
 			last, _ := c.h.sim.EventBySeq(acc.lost[n-1])
 			lost = append(lost, fmt.Sprintf("… last lost seq %d at %s", last.Seq, last.At.Sub(c.start).Round(time.Millisecond)))
 		}
-		c.fail("%v; first lost: %s\nsidecar counters: %s", acc, strings.Join(lost, "; "), c.counters())
+		var lostIDs []string
+		for _, seq := range acc.lost {
+			ev, _ := c.h.sim.EventBySeq(seq)
+			lostIDs = append(lostIDs, ev.CorrelationID)
+		}
+		c.fail("%v; first lost: %s\n%s\nstream: %s\nsidecar counters: %s",
+			acc, strings.Join(lost, "; "), c.witness.verdict(lostIDs), c.streamState(), c.counters())
 	}
 	return acc
+}
+
+// streamState shows the stream's sequence range: lost messages the server
+// had numbered show as deleted ones inside it.
+func (c *chaos) streamState() string {
+	s, err := c.h.js.Stream(context.Background(), "GENESYS")
+	if err != nil {
+		return err.Error()
+	}
+	st := s.CachedInfo().State
+	return fmt.Sprintf("msgs %d, seq %d–%d, deleted %d, lost %+v", st.Msgs, st.FirstSeq, st.LastSeq, st.NumDeleted, st.Lost)
 }
 
 // counters are the sidecar's own counts of what it dropped, gave up or
