@@ -37,9 +37,13 @@ type loop struct {
 	closing           bool // Close is draining the last outcomes: ask the server nothing
 	lastTrim          time.Time
 	redialing         bool
-	redialCancel      context.CancelFunc
-	failLog           logLimiter
-	retryLog          logLimiter
+	// lazy wakes run to collect acks that did not wake it (see addResult)
+	// while records are in flight; lazyArmed says it is set.
+	lazy         *time.Timer
+	lazyArmed    bool
+	redialCancel context.CancelFunc
+	failLog      logLimiter
+	retryLog     logLimiter
 }
 
 func (l *loop) init(o options) {
@@ -92,10 +96,12 @@ func (p *Publisher) signal() {
 
 func (p *Publisher) run() {
 	defer close(p.done)
+	defer p.lazy.Stop()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	for {
+		p.sendMu.Lock()
 		p.processResults()
 		p.watchLink()
 		var timerC <-chan time.Time
@@ -103,25 +109,73 @@ func (p *Publisher) run() {
 		if trim := p.maybeTrim(); trim > 0 && (wait == 0 || trim < wait) {
 			wait = trim
 		}
-		if len(p.inflight) > 0 && (wait == 0 || wait > lazyAckWait) {
-			wait = lazyAckWait // acks that did not wake run, see addResult
-		}
 		if wait > 0 {
 			timer.Reset(wait)
 			timerC = timer.C
 		}
+		p.armLazy()
 		p.release()
+		// Only run replaces p.link, so run reads it unlocked.
+		status := p.link.status
+		p.sendMu.Unlock()
 		select {
 		case <-p.wake:
-		case <-p.link.status:
+		case <-status:
 		case l := <-p.redialed:
+			p.sendMu.Lock()
 			p.swap(l)
+			p.sendMu.Unlock()
 		case <-timerC:
+		case <-p.lazy.C:
+			p.sendMu.Lock()
+			p.lazyArmed = false
+			p.sendMu.Unlock()
 		case <-p.quit:
 			p.stopRedial()
 			return
 		}
 		timer.Stop()
+	}
+}
+
+// armLazy sets the lazy timer while records are in flight and it is not
+// set yet; called with sendMu held.
+func (p *Publisher) armLazy() {
+	if len(p.inflight) > 0 && !p.lazyArmed {
+		p.lazy.Reset(lazyAckWait)
+		p.lazyArmed = true
+	}
+}
+
+// canSendInline reports whether Publish may send a record itself: only
+// sending is due (no retries, pause, dedup check or room to wait for), so
+// the record goes out exactly as run would send it. Called with sendMu and
+// mu held.
+func (p *Publisher) canSendInline() bool {
+	return !p.closing && p.retryHead == len(p.retry) && !p.checkDue &&
+		len(p.inflight)+len(p.orphans) < p.o.maxInFlight &&
+		!time.Now().Before(p.holdUntil) && p.link.nc.IsConnected()
+}
+
+// sendInline sends rc from the Publish call that accepted it, while run
+// sleeps, and lets go of sendMu. At everyday rates a hand-off to run per
+// event (a futex wake, and a second thread spinning up to take it) costs
+// more CPU than all the rest the sidecar does with the event, and adds a
+// hop of latency. A send that fails is left to run, as an outcome: its
+// handling may ask the server (is any stream there?), which must not hold
+// up the socket that called Publish.
+func (p *Publisher) sendInline(rc *rec) {
+	p.sendN++
+	now := time.Now()
+	rc.sendN, rc.sentAt, rc.firstSent = p.sendN, now, now
+	p.inflight[&rc.msg] = rc
+	_, err := p.link.js.PublishMsgAsync(&rc.msg, p.pubOpts...)
+	gen := p.link.gen
+	p.inFlightN.Store(int64(len(p.inflight)))
+	p.armLazy()
+	p.sendMu.Unlock()
+	if err != nil {
+		p.addResult(result{gen: gen, msg: &rc.msg, err: err}) // wakes run
 	}
 }
 

@@ -129,7 +129,11 @@ type Publisher struct {
 	// to drain: while any waits, every ack wakes the run goroutine.
 	waiting atomic.Int32
 
-	loop // the run goroutine's state, see loop.go
+	// sendMu guards loop. The run goroutine holds it while it works and
+	// Publish takes it, never waiting, to send a record itself while run
+	// sleeps (see sendInline).
+	sendMu sync.Mutex
+	loop   // the run goroutine's state, see loop.go
 
 	// Finished records kept for reuse, see record.go.
 	freeMu    sync.Mutex
@@ -192,6 +196,8 @@ func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 	}
 	p.life, p.stop = context.WithCancel(context.Background())
 	p.loop.init(o)
+	p.lazy = time.NewTimer(time.Hour)
+	p.lazy.Stop()
 	l, err := p.newLink(js, 1, false)
 	if err != nil {
 		p.stop()
@@ -259,7 +265,15 @@ func (p *Publisher) Publish(ctx context.Context, r *Record) error {
 	p.nextSeq++
 	rc.seq = p.nextSeq
 	rc.accepted = time.Now()
-	p.queue.push(rc)
+	// Sent here or queued for run: never past records queued before it.
+	inline := p.queue.empty() && p.sendMu.TryLock()
+	if inline && !p.canSendInline() {
+		p.sendMu.Unlock()
+		inline = false
+	}
+	if !inline {
+		p.queue.push(rc)
+	}
 	p.buffered++
 	p.bufBytes += rc.size
 	p.peakBytes = max(p.peakBytes, p.bufBytes)
@@ -269,6 +283,10 @@ func (p *Publisher) Publish(ctx context.Context, r *Record) error {
 	p.mu.Unlock()
 
 	p.accepted.Add(1)
+	if inline {
+		p.sendInline(rc)
+		return nil
+	}
 	p.signal()
 	return nil
 }
@@ -340,8 +358,11 @@ func (p *Publisher) Close(ctx context.Context) (unflushed int, err error) {
 	close(p.quit)
 	p.stop()
 	<-p.done
-	// Acks that came in as ctx ended still count: the run goroutine is gone,
-	// so this goroutine owns its state now.
+	// Acks that came in as ctx ended still count. The run goroutine is
+	// gone, and Publish sends nothing more (closed), once a send it began
+	// before Close has let go of the lock.
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
 	p.closing = true
 	p.processResults()
 	p.release()

@@ -243,6 +243,8 @@ func (q *fifo) push(r *rec) {
 	q.items = append(q.items, r)
 }
 
+func (q *fifo) empty() bool { return q.head == len(q.items) }
+
 func (q *fifo) pop() *rec {
 	if q.head == len(q.items) {
 		return nil
