@@ -553,3 +553,25 @@ func TestPublishDoesNotAllocate(t *testing.T) {
 	}
 	e.restart(t) // lets the cleanup's Close flush at once
 }
+
+// A record sent by Publish itself, while the run goroutine sleeps, is
+// counted acked and releases its bytes with nothing else happening: no
+// Flush, no further Publish. Each is sent with the buffer empty, the case
+// where Publish sends it itself.
+func TestLoneRecordsAreAckedAndReleased(t *testing.T) {
+	e := newEnv(t)
+	p := newPublisher(t, e.js)
+	ctx := context.Background()
+	for i := range 3 {
+		if err := p.Publish(ctx, testRecord(i, nil)); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the record's ack to be counted", func() bool {
+			s := p.Stats()
+			return s.Acked == uint64(i+1) && s.Buffered == 0 && s.BufferedBytes == 0 && s.InFlight == 0
+		})
+	}
+	assertExactlyOnce(t, e.js, "TEST", map[string]bool{
+		string(testRecord(0, nil).ID): true, string(testRecord(1, nil).ID): true, string(testRecord(2, nil).ID): true,
+	})
+}
