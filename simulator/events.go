@@ -127,7 +127,7 @@ func (s *Server) EmitBody(topic string, body []byte) (Event, error) {
 	if !json.Valid(body) {
 		return Event{}, fmt.Errorf("emit body on %s: not a JSON value", topic)
 	}
-	out, ok := s.deliver(nil, []string{topic}, [][]byte{bytes.Clone(body)})
+	out, ok := s.deliver(nil, frameEvents([]string{topic}, [][]byte{bytes.Clone(body)}))
 	if !ok {
 		return Event{}, errors.New("emit body: simulator closed")
 	}
@@ -170,7 +170,7 @@ func (s *Server) emit(list []string) []Event {
 	for start := 0; start < len(list); start += emitChunk {
 		chunk := list[start:min(start+emitChunk, len(list))]
 		var ok bool
-		if out, ok = s.deliver(out, chunk, s.buildBodies(chunk)); !ok {
+		if out, ok = s.deliver(out, frameEvents(chunk, s.buildBodies(chunk))); !ok {
 			break
 		}
 	}
@@ -178,32 +178,58 @@ func (s *Server) emit(list []string) []Event {
 }
 
 // deliver delivers one chunk under the lock, appending the records to out.
-func (s *Server) deliver(out []Event, topics []string, bodies [][]byte) ([]Event, bool) {
+func (s *Server) deliver(out []Event, events []framed) ([]Event, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return out, false
 	}
-	for i, t := range topics {
-		out = append(out, s.deliverLocked(t, bodies[i]))
+	start := len(out)
+	s.round = &round{held: map[*socket][]int{}}
+	for i, ev := range events {
+		out = append(out, s.deliverLocked(ev, i))
+	}
+	s.endRoundLocked(out[start:])
+	for _, ev := range out[start:] {
+		s.rec.add(ev)
 	}
 	s.changedLocked()
 	return out, true
+}
+
+// framed is an event in its envelope, ready to write: built outside the
+// lock (and for a Batch before the clock starts), since the envelope and
+// the correlation id are per event and the same for every socket.
+type framed struct {
+	topic string
+	frame []byte
+	off   int // where the body starts in frame
+	n     int // the body's length
+	corr  string
+}
+
+func frameEvents(topics []string, bodies [][]byte) []framed {
+	out := make([]framed, len(topics))
+	for i, t := range topics {
+		corr := newUUID()
+		frame, off := buildFrame(t, bodies[i], corr)
+		out[i] = framed{topic: t, frame: frame, off: off, n: len(bodies[i]), corr: corr}
+	}
+	return out
 }
 
 // Batch is a set of events generated ahead of delivery, so a benchmark can
 // measure a consumer rather than the cost of marshalling SDK models.
 type Batch struct {
 	mu     sync.Mutex
-	topics []string
-	bodies [][]byte
+	events []framed
 }
 
 // Len is the number of events the batch holds (0 once emitted).
 func (b *Batch) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.topics)
+	return len(b.events)
 }
 
 // Prepare generates the bodies of n events cycling over topics (every
@@ -216,30 +242,31 @@ func (s *Server) Prepare(n int, topics ...string) *Batch {
 	if n <= 0 || len(topics) == 0 {
 		return b
 	}
-	b.topics = make([]string, n)
-	for i := range b.topics {
-		b.topics[i] = topics[i%len(topics)]
+	list := make([]string, n)
+	for i := range list {
+		list[i] = topics[i%len(topics)]
 	}
-	b.bodies = s.buildBodies(b.topics)
+	b.events = frameEvents(list, s.buildBodies(list))
 	return b
 }
 
-// EmitBatch delivers a prepared batch as Emit would (Seq, CorrelationID and
-// Delivered are assigned now) and returns the records. A batch is emitted
+// EmitBatch delivers a prepared batch as Emit would (Seq, At and Delivered
+// are assigned now; the frames, correlation ids included, were built by
+// Prepare) and returns the records. A batch is emitted
 // once; emitting it again returns nil, since its bodies would repeat.
 func (s *Server) EmitBatch(b *Batch) []Event {
 	b.mu.Lock()
-	topics, bodies := b.topics, b.bodies
-	b.topics, b.bodies = nil, nil
+	events := b.events
+	b.events = nil
 	b.mu.Unlock()
-	if len(topics) == 0 {
+	if len(events) == 0 {
 		return nil
 	}
-	out := make([]Event, 0, len(topics))
-	for start := 0; start < len(topics); start += emitChunk {
-		end := min(start+emitChunk, len(topics))
+	out := make([]Event, 0, len(events))
+	for start := 0; start < len(events); start += emitChunk {
+		end := min(start+emitChunk, len(events))
 		var ok bool
-		if out, ok = s.deliver(out, topics[start:end], bodies[start:end]); !ok {
+		if out, ok = s.deliver(out, events[start:end]); !ok {
 			break
 		}
 	}
@@ -284,15 +311,14 @@ func (s *Server) body(topic string) []byte {
 
 // deliverLocked assigns the next Seq, writes the frame to every connected
 // socket of every channel subscribed to topic, and records the event.
-func (s *Server) deliverLocked(topic string, body []byte) Event {
+func (s *Server) deliverLocked(fe framed, i int) Event {
 	s.rec.seq++
-	corr := newUUID()
-	frame, off := buildFrame(topic, body, corr)
+	topic, frame, body := fe.topic, fe.frame, fe.frame[fe.off:fe.off+fe.n:fe.off+fe.n]
 	ev := Event{
 		Seq:           s.rec.seq,
 		Topic:         topic,
-		CorrelationID: corr,
-		Body:          frame[off : off+len(body) : off+len(body)],
+		CorrelationID: fe.corr,
+		Body:          body,
 		Frame:         frame,
 		At:            time.Now(),
 	}
@@ -301,13 +327,15 @@ func (s *Server) deliverLocked(topic string, body []byte) Event {
 		if s.opts.CorrelationIDPerChannel && ev.Delivered > 0 {
 			f, _ = buildFrame(topic, body, newUUID())
 		}
-		if sk := ch.socket; sk != nil && sk.writable() && s.writeLocked(sk, f) {
-			ev.Delivered++
+		if sk := ch.socket; sk != nil && sk.writable() {
+			s.holdLocked(sk, i)
+			if s.writeLocked(sk, f) {
+				ev.Delivered++
+			}
 		}
 	}
 	s.stats.Events++
 	s.stats.Deliveries += ev.Delivered
-	s.rec.add(ev)
 	return ev
 }
 

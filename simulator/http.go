@@ -55,7 +55,11 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // Hijack lets the WebSocket upgrader, which asserts http.Hijacker directly,
 // take over the connection.
 func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	return &coalescer{Conn: c}, rw, nil
 }
 
 // route names a request's endpoint and extracts the channel id, if any.

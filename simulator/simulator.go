@@ -208,6 +208,7 @@ type Server struct {
 	channels  map[string]*channel
 	byTopic   map[string]map[*channel]struct{}
 	readers   map[*socket]struct{} // every socket whose reader still runs
+	round     *round               // the delivery round in progress, if any
 	channelN  int
 	socketN   int
 	faults    []*Fault

@@ -1,0 +1,104 @@
+package simulator
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// coalescer lets the server write one delivery round's frames to a socket
+// in a single write, as a remote server's TCP stream would carry them,
+// instead of one system call per frame. It changes no byte on the wire and
+// no frame's order; it matters because on one machine the simulator's CPU
+// is taken from the consumer it is there to measure.
+type coalescer struct {
+	net.Conn
+	mu   sync.Mutex
+	hold bool
+	buf  []byte
+}
+
+func (c *coalescer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hold {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// CloseWrite half-closes after whatever is held, so Server.shutdownLocked
+// keeps its FIN-after-the-last-frame behaviour through the wrapper.
+func (c *coalescer) CloseWrite() error {
+	_ = c.flush(time.Now().Add(time.Second))
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+func (c *coalescer) begin() {
+	c.mu.Lock()
+	c.hold = true
+	c.mu.Unlock()
+}
+
+// flush writes what was held, by deadline, and stops holding.
+func (c *coalescer) flush(deadline time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hold = false
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_ = c.Conn.SetWriteDeadline(deadline)
+	_, err := c.Conn.Write(c.buf)
+	if cap(c.buf) > 1<<20 {
+		c.buf = nil // a round of oversized events: do not keep megabytes per socket
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}
+
+// round is one delivery round: the sockets holding frames and, per
+// socket, which of the round's events they hold.
+type round struct {
+	sockets []*socket
+	held    map[*socket][]int
+}
+
+// holdLocked starts holding sk's frames for the round, if it can.
+func (s *Server) holdLocked(sk *socket, event int) {
+	if s.round == nil {
+		return
+	}
+	c, ok := sk.net.(*coalescer)
+	if !ok {
+		return
+	}
+	if _, ok := s.round.held[sk]; !ok {
+		c.begin()
+		s.round.sockets = append(s.round.sockets, sk)
+	}
+	s.round.held[sk] = append(s.round.held[sk], event)
+}
+
+// endRoundLocked writes every held socket's frames. A socket whose write
+// fails is shut down, and the round's events it held count as not
+// delivered to it: which of them the client got is unknown.
+func (s *Server) endRoundLocked(events []Event) {
+	r := s.round
+	s.round = nil
+	for _, sk := range r.sockets {
+		if err := sk.net.(*coalescer).flush(time.Now().Add(s.opts.WriteTimeout)); err != nil {
+			s.log.Debug("socket write failed; closing", "socket", sk.num, "err", err)
+			s.shutdownLocked(sk)
+			for _, i := range r.held[sk] {
+				events[i].Delivered--
+				s.stats.Deliveries--
+			}
+		}
+	}
+}
