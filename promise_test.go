@@ -335,3 +335,47 @@ func TestRotationUnderBackpressureLosesNothing(t *testing.T) {
 	events = append(events, h.sim.Emit()...)
 	h.verify(events, true)
 }
+
+// A rotation that cannot finish before the old channel ends (dials refused)
+// while backpressure holds the old socket's reader: Genesys ends the old
+// socket and, its drain over, closes it with frames still in its send
+// buffer, waiting for the reader. Any byte gcnats then writes to that
+// socket (a close frame as the handover finishes) is answered by a TCP
+// reset that discards them. The old socket must be read to its end before
+// gcnats writes to it.
+func TestHandoverPastTheOldSocketsEndLosesNothing(t *testing.T) {
+	h := faultHarness(t, simulator.Options{BodyPadding: 32 << 10, ChannelLifetime: 4 * time.Second}, map[string]string{
+		"GCNATS_BUFFER_BYTES":   "1MiB",
+		"GCNATS_HANDOVER_GRACE": "100ms",
+	})
+	h.start(faultTopicCount)
+	// The replacement cannot connect until long after the old channel's
+	// end (4 s) and the server's 2 s drain of its socket.
+	h.sim.RefuseDials(9 * time.Second)
+	addr := h.stopNATS()
+	var events []simulator.Event
+	for h.sc.pub.Stats().BufferedBytes < 1<<20-64<<10 {
+		events = append(events, h.sim.Emit()...)
+	}
+	// A backlog larger than the client's receive buffer, so that much of
+	// it waits in the server's send buffer.
+	for range 8 {
+		events = append(events, h.sim.Emit()...)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	rotated := h.sc.metrics.reconnects.WithLabelValues("rotate")
+	for tick := time.NewTicker(10 * time.Millisecond); counterValue(rotated) < 1; {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("the channel never rotated\n%s", h.logs)
+		}
+	}
+	// NATS stays down a while after the handover: the scenario's own length.
+	time.Sleep(time.Second)
+	h.startNATS(addr)
+	events = append(events, h.sim.Emit()...)
+	h.verify(events, true)
+}

@@ -190,39 +190,77 @@ func (s *socket) write(msg []byte) error {
 	return s.conn.WriteMessage(websocket.TextMessage, msg)
 }
 
-// close ends the socket politely: a close frame, then the connection once
-// the reader has read everything the server wrote before its answer.
+// close ends the socket politely: a close frame once the reader has
+// caught up, then the connection once the reader has read everything the
+// server wrote before its answer.
 //
-// A reader held by backpressure is waited for, however long: the frames it
-// has not read yet may have reached no other socket (a rotation's old
-// channel before the new one was subscribed), and closing under it would
-// lose them. It is bounded anyway: at shutdown the handler's context ends
-// at the deadline. Only a server that goes quiet instead of answering is
-// cut off, after a second of silence.
+// Nothing is written while backpressure holds the reader behind: the
+// server may have ended this socket already (a channel expired or evicted
+// while a rotation waited), its drain over and its side closed with
+// frames still in its send buffer, waiting for the reader. A byte written
+// to it then is answered with a TCP reset, and the reset discards those
+// frames: frames that may have reached no other socket. So the close
+// frame waits until the reader has caught up and the server has gone
+// quiet (closeQuiet), or has kept up for keptUp while the server still
+// streams (a live server answers a close frame with a clean close).
+//
+// A reader held behind is waited for, however long. It is bounded anyway:
+// at shutdown the handler's context ends at the deadline. Only a server
+// that goes quiet instead of answering the close frame is cut off, after a
+// second of silence.
 func (s *socket) close() {
 	if s.closing.Swap(true) {
 		<-s.done
 		return
 	}
 	close(s.quit)
-	s.writeMu.Lock()
-	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	s.writeMu.Unlock()
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTicker(closeTick)
 	defer t.Stop()
+	var sent bool
+	var upSince time.Time // since when the reader has kept up
 	for {
 		select {
 		case <-s.done:
 			s.conn.Close()
 			return
 		case now := <-t.C:
-			if s.quietFor(now) >= time.Second {
-				s.conn.Close()
-				<-s.done
-				return
+			switch {
+			case sent:
+				if s.quietFor(now) >= time.Second {
+					s.conn.Close()
+					<-s.done
+					return
+				}
+			case s.behind(now):
+				upSince = time.Time{}
+			default:
+				if upSince.IsZero() {
+					upSince = now
+				}
+				if s.quietFor(now) >= closeQuiet || now.Sub(upSince) >= keptUp {
+					s.writeMu.Lock()
+					_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+					s.writeMu.Unlock()
+					sent = true
+				}
 			}
 		}
 	}
+}
+
+// How close decides the reader has caught up; see close.
+const (
+	closeTick  = 25 * time.Millisecond
+	closeQuiet = 200 * time.Millisecond // the server sent nothing this long, the reader waiting
+	keptUp     = time.Second            // the reader never held behind this long, the server streaming
+	heldBehind = 50 * time.Millisecond  // a frame handed on for this long: backpressure
+)
+
+// behind reports whether the reader has been handing on one frame for
+// heldBehind or more: held by backpressure, with the server's frames
+// piling up unread.
+func (s *socket) behind(now time.Time) bool {
+	return s.waitingSince.Load() == 0 && now.Sub(time.Unix(0, s.lastFrame.Load())) >= heldBehind
 }
 
 // quietFor is how long the reader has waited on the network with nothing
