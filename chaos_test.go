@@ -82,7 +82,10 @@ func TestChaos(t *testing.T) {
 	err = c.h.sc.conn.Wait(ctx, func(s connector.Status) bool { ok, _ := s.Ready(); return ok })
 	cancel()
 	if err != nil {
-		c.fail("ready within %s of the last fault", chaosReadyBound)
+		st := c.h.sc.conn.Status()
+		_, why := st.Ready()
+		c.fail("ready within %s of the last fault: %s\nstatus: %+v\nsidecar counters: %s\nthe sidecar's goroutines:\n%s",
+			chaosReadyBound, why, st, c.counters(), sidecarStacks())
 	}
 	readyAfter := time.Since(healed)
 	em.waitMore(c.h, 50)
@@ -565,6 +568,20 @@ func (c *chaos) check(events []simulator.Event) accounting {
 			acc, strings.Join(lost, "; "), c.witness.verdict(lostIDs), c.streamState(), c.counters())
 	}
 	return acc
+}
+
+// sidecarStacks are the stacks of the goroutines in gcnats' own packages,
+// for a failure where something stopped moving.
+func sidecarStacks() string {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var keep []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "gcnats/gcnats/connector") || strings.Contains(g, "gcnats/gcnats/publisher") {
+			keep = append(keep, g)
+		}
+	}
+	return strings.Join(keep, "\n\n")
 }
 
 // streamState shows the stream's sequence range: lost messages the server
