@@ -13,6 +13,7 @@ import (
 type producer struct {
 	p    *Publisher
 	fast bool // no pause between records: many in flight when the server goes
+	base int  // the first record's number: producers side by side make distinct records
 	stop chan struct{}
 	done chan error
 
@@ -50,7 +51,7 @@ func (pr *producer) run() {
 				}
 			}
 		}
-		r := testRecord(i, data)
+		r := testRecord(pr.base+i, data)
 		if err := pr.p.Publish(context.Background(), r); err != nil {
 			pr.done <- fmt.Errorf("publish %d: %w", i, err)
 			return
@@ -144,4 +145,46 @@ func TestPublishAcrossTenSecondOutage(t *testing.T) {
 			t.Errorf("only %d records arrived during the outage", got)
 		}
 	})
+}
+
+// Three producers at everyday rates, so that Publish mostly sends records
+// itself, through six quick restarts of the server, each with records in
+// flight and a small buffer filling while it is down: every record once,
+// and nothing left waiting.
+func TestConcurrentPublishersAcrossQuickRestarts(t *testing.T) {
+	e := newEnv(t)
+	p := newPublisher(t, e.js, WithBufferBytes(64<<10))
+	var prs []*producer
+	for k := range 3 {
+		pr := &producer{p: p, base: k * 10_000_000, stop: make(chan struct{}), done: make(chan error, 1), ids: map[string]bool{}}
+		go pr.run()
+		prs = append(prs, pr)
+	}
+	for round := range 6 {
+		for _, pr := range prs {
+			pr.waitMore(t, 50)
+		}
+		e.stop(t)
+		// The outage's length is the scenario: none, then longer each round.
+		time.Sleep(time.Duration(round) * 60 * time.Millisecond)
+		e.restart(t)
+	}
+	for _, pr := range prs {
+		pr.waitMore(t, 100)
+	}
+	ids := map[string]bool{}
+	for _, pr := range prs {
+		for id := range pr.finish(t) {
+			ids[id] = true
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("flush: %v; stats %+v", err, p.Stats())
+	}
+	assertExactlyOnce(t, e.js, "TEST", ids)
+	if st := p.Stats(); st.Buffered != 0 || st.InFlight != 0 || st.Failed != 0 {
+		t.Fatalf("stats %+v after the flush", st)
+	}
 }
