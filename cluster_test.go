@@ -108,8 +108,10 @@ func (c *testCluster) launch(nd *clusterNode) {
 
 func (c *testCluster) ready(nd *clusterNode) {
 	c.t.Helper()
-	if !nd.srv.ReadyForConnections(10 * time.Second) {
-		c.t.Fatalf("node %s not accepting clients after 10s", nd.name)
+	// A node recovering its JetStream store under -race, beside every other
+	// test package on two cores, has taken over 10 s (make test).
+	if !nd.srv.ReadyForConnections(30 * time.Second) {
+		c.t.Fatalf("node %s not accepting clients after 30s", nd.name)
 	}
 }
 
