@@ -306,34 +306,7 @@ func TestNATSUserDeniedOneSubject(t *testing.T) {
 // subscribed and reached no other socket: the replaced socket must be read
 // to its end, however long backpressure lasts, before it is closed.
 func TestRotationUnderBackpressureLosesNothing(t *testing.T) {
-	h := faultHarness(t, simulator.Options{BodyPadding: 32 << 10, ChannelLifetime: 4 * time.Second}, map[string]string{
-		"GCNATS_BUFFER_BYTES":   "1MiB",
-		"GCNATS_HANDOVER_GRACE": "100ms",
-	})
-	h.start(faultTopicCount)
-	addr := h.stopNATS()
-	var events []simulator.Event
-	for h.sc.pub.Stats().BufferedBytes < 1<<20-64<<10 {
-		events = append(events, h.sim.Emit()...)
-	}
-	backlog := h.sim.Emit() // unread, in the old socket's buffers only
-	events = append(events, backlog...)
-
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	rotated := h.sc.metrics.reconnects.WithLabelValues("rotate")
-	for tick := time.NewTicker(10 * time.Millisecond); counterValue(rotated) < 1; {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			t.Fatalf("the channel never rotated\n%s", h.logs)
-		}
-	}
-	// NATS stays down a while after the handover: the scenario's own length.
-	time.Sleep(2 * time.Second)
-	h.startNATS(addr)
-	events = append(events, h.sim.Emit()...)
-	h.verify(events, true)
+	rotateUnderBackpressure(t, 0, 1, 2*time.Second)
 }
 
 // A rotation that cannot finish before the old channel ends (dials refused)
@@ -344,22 +317,32 @@ func TestRotationUnderBackpressureLosesNothing(t *testing.T) {
 // reset that discards them. The old socket must be read to its end before
 // gcnats writes to it.
 func TestHandoverPastTheOldSocketsEndLosesNothing(t *testing.T) {
+	// The replacement cannot connect until long after the old channel's
+	// end (4 s) and the server's 2 s drain of its socket; a backlog larger
+	// than the client's receive buffer waits in the server's send buffer.
+	rotateUnderBackpressure(t, 9*time.Second, 8, time.Second)
+}
+
+// rotateUnderBackpressure stops NATS, fills gcnats' 1 MiB buffer, emits
+// backlog more rounds of events that stay unread in the socket, and waits
+// for the channel's rotation (its lifetime is 4 s), dials refused for
+// refuse; NATS comes back after down more. Every delivered event must be
+// stored once.
+func rotateUnderBackpressure(t *testing.T, refuse time.Duration, backlog int, down time.Duration) {
 	h := faultHarness(t, simulator.Options{BodyPadding: 32 << 10, ChannelLifetime: 4 * time.Second}, map[string]string{
 		"GCNATS_BUFFER_BYTES":   "1MiB",
 		"GCNATS_HANDOVER_GRACE": "100ms",
 	})
 	h.start(faultTopicCount)
-	// The replacement cannot connect until long after the old channel's
-	// end (4 s) and the server's 2 s drain of its socket.
-	h.sim.RefuseDials(9 * time.Second)
+	if refuse > 0 {
+		h.sim.RefuseDials(refuse)
+	}
 	addr := h.stopNATS()
 	var events []simulator.Event
 	for h.sc.pub.Stats().BufferedBytes < 1<<20-64<<10 {
 		events = append(events, h.sim.Emit()...)
 	}
-	// A backlog larger than the client's receive buffer, so that much of
-	// it waits in the server's send buffer.
-	for range 8 {
+	for range backlog { // unread, in the old socket's buffers only
 		events = append(events, h.sim.Emit()...)
 	}
 
@@ -374,7 +357,7 @@ func TestHandoverPastTheOldSocketsEndLosesNothing(t *testing.T) {
 		}
 	}
 	// NATS stays down a while after the handover: the scenario's own length.
-	time.Sleep(time.Second)
+	time.Sleep(down)
 	h.startNATS(addr)
 	events = append(events, h.sim.Emit()...)
 	h.verify(events, true)
