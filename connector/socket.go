@@ -202,7 +202,9 @@ func (s *socket) write(msg []byte) error {
 // frames: frames that may have reached no other socket. So the close
 // frame waits until the reader has caught up and the server has gone
 // quiet (closeQuiet), or has kept up for keptUp while the server still
-// streams (a live server answers a close frame with a clean close).
+// streams (a live server answers a close frame with a clean close) and is
+// not working through a backlog: a reader catching up after backpressure
+// is never held, yet the frames it has not read are still at risk.
 //
 // A reader held behind is waited for, however long. It is bounded anyway:
 // at shutdown the handler's context ends at the deadline. Only a server
@@ -237,7 +239,8 @@ func (s *socket) close() {
 				if upSince.IsZero() {
 					upSince = now
 				}
-				if s.quietFor(now) >= closeQuiet || now.Sub(upSince) >= keptUp {
+				quiet := s.quietFor(now)
+				if quiet >= closeQuiet || (now.Sub(upSince) >= keptUp && quiet >= drained) {
 					s.writeMu.Lock()
 					_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 					s.writeMu.Unlock()
@@ -254,6 +257,10 @@ const (
 	closeQuiet = 200 * time.Millisecond // the server sent nothing this long, the reader waiting
 	keptUp     = time.Second            // the reader never held behind this long, the server streaming
 	heldBehind = 50 * time.Millisecond  // a frame handed on for this long: backpressure
+	// drained: the reader waited this long with nothing arriving, so it is
+	// not working through a backlog (then each read returns at once), only
+	// following a server that still streams.
+	drained = 5 * time.Millisecond
 )
 
 // behind reports whether the reader has been handing on one frame for
