@@ -181,40 +181,51 @@ type storedMsg struct {
 }
 
 // collect reads the stream from the start until it has read want messages.
+//
+// On a cluster that has just lost or changed leaders, a consumer create
+// request can go unanswered and an ordered consumer can vanish under a
+// pull ("no responders"): either way, ask again from the message after
+// the last one read rather than fail or wait out the test's timeout.
 func (h *harness) collect(stream string, want int) []storedMsg {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	// On a cluster that has just lost or changed leaders, a consumer
-	// create request can go unanswered: ask again rather than wait out
-	// the whole test's timeout on one request.
-	var cons jetstream.Consumer
-	for {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		var err error
-		cons, err = h.js.OrderedConsumer(actx, stream, jetstream.OrderedConsumerConfig{})
-		acancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			h.t.Fatalf("consumer: %v\n%s", err, h.logs)
-		}
-	}
 	var out []storedMsg
+	var next uint64 = 1 // stream sequence of the next message to read
 	for len(out) < want {
-		batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			h.t.Fatalf("fetch: %v", err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, storedMsg{Subject: m.Subject(), Header: m.Headers(), Data: bytes.Clone(m.Data())})
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			h.t.Fatalf("fetch: %v", err)
-		}
 		if ctx.Err() != nil {
 			h.t.Fatalf("stream %s holds %d of %d messages after %s\n%s", stream, len(out), want, testTimeout, h.logs)
+		}
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := h.js.OrderedConsumer(actx, stream, jetstream.OrderedConsumerConfig{
+			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: next,
+		})
+		acancel()
+		if err != nil {
+			h.t.Logf("collect: consumer from seq %d: %v; asking again", next, err)
+			continue
+		}
+		for len(out) < want {
+			batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(time.Second))
+			if err == nil {
+				for m := range batch.Messages() {
+					out = append(out, storedMsg{Subject: m.Subject(), Header: m.Headers(), Data: bytes.Clone(m.Data())})
+					if md, merr := m.Metadata(); merr == nil {
+						next = md.Sequence.Stream + 1
+					}
+				}
+				err = batch.Error()
+			}
+			if errors.Is(err, nats.ErrNoResponders) {
+				h.t.Logf("collect: consumer lost at seq %d: %v; making another", next, err)
+				break
+			}
+			if err != nil && !errors.Is(err, nats.ErrTimeout) {
+				h.t.Fatalf("fetch: %v", err)
+			}
+			if ctx.Err() != nil {
+				break
+			}
 		}
 	}
 	return out
