@@ -392,3 +392,79 @@ func TestHungResubscribeDoesNotDelayARedial(t *testing.T) {
 		t.Fatalf("redialled %s after the drop", took)
 	}
 }
+
+// TestChannelLostWhileARedialRuns: a rotation's replacement takes over
+// while a redial of the old channel is still out (its dial refused, its
+// HEAD hung), and then Genesys ends the replacement too. The redial's late
+// answer is for a channel the slot no longer holds; the slot must still
+// make a channel again rather than sit with none.
+func TestChannelLostWhileARedialRuns(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 1, ChannelLifetime: 10 * time.Second})
+	rec := newRecorder()
+	topics := fixedTopics(sim, 1)
+	c, done := runWith(t, sim, topics, rec)
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	first := sim.Channels()[0].ID
+	// The rotation (due 2s before the end) hangs in its subscription call,
+	// so the old socket's loss finds it under way.
+	sim.HangREST("PUT", "/api/v2/notifications/channels/", time.Second)
+	waitSim(t, sim, 30*time.Second, "the rotation's subscription to hang", func(simulator.Snapshot) bool { return sim.Stats().RequestsHung >= 1 })
+	sim.ClearHangs()
+	sim.AddFault(simulator.Fault{Path: "/channels/" + first, Status: http.StatusServiceUnavailable, Times: -1})
+	sim.HangREST("HEAD", "/api/v2/notifications/channels/"+first, 6*time.Second)
+	if err := sim.CloseSocket(first); err != nil {
+		t.Fatal(err)
+	}
+	waitSim(t, sim, 30*time.Second, "the redial's HEAD to hang", func(simulator.Snapshot) bool { return sim.Stats().RequestsHung >= 2 })
+	// The replacement takes over with no socket left to overlap: the
+	// connector reports it connected once it answered a ping.
+	firstRef := channelRef(first)
+	waitStatus(t, c, "the replacement connected", func(s Status) bool {
+		return s.Channels[0].Connected && s.Channels[0].Ref != firstRef
+	})
+	second := ""
+	for _, ch := range sim.Channels() {
+		if ch.ID != first && ch.Connected {
+			second = ch.ID
+		}
+	}
+	if err := sim.EvictChannel(second); err != nil {
+		t.Fatal(err)
+	}
+	evicted := time.Now()
+	waitSim(t, sim, 30*time.Second, "a third channel connected", func(s simulator.Snapshot) bool {
+		for _, ch := range s.Channels {
+			if ch.ID != first && ch.ID != second && ch.Connected {
+				return true
+			}
+		}
+		return false
+	})
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	// The stale redial still waits on its HEAD: the new channel must not.
+	took := time.Since(evicted)
+	t.Logf("a new channel ready %s after the replacement's eviction", took)
+	if took > 3*time.Second {
+		t.Fatalf("a new channel was ready only %s after the eviction: the slot waited for a redial of a channel it no longer holds", took)
+	}
+	evs := sim.Emit(topics...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rec.waitAll(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitStatus waits until the connector's status meets cond.
+func waitStatus(t *testing.T, c *Connector, what string, cond func(Status) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Wait(ctx, cond); err != nil {
+		t.Fatalf("waiting for %s: %v (status %+v)", what, err, c.Status())
+	}
+}

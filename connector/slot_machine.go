@@ -59,7 +59,7 @@ type machine struct {
 	attempt        int  // failed connects since the last success
 	lostSince      time.Time
 	lostWhy        string
-	connectBusy    bool
+	connectJob     runningConnect // the connect job out, if busy
 	resubBusy      bool
 
 	// The handover in progress.
@@ -175,31 +175,68 @@ func (m *machine) publish() {
 // rotation connect only redials the old channel: the replacement is on its
 // way, and a third channel would break the budget.
 func (m *machine) connect() {
-	if m.connectBusy || m.sock != nil || (m.state == handover && m.ch == nil) {
+	if m.sock != nil || (m.state == handover && m.ch == nil) {
 		return // a handover whose old channel died ends with the rotation's answer
 	}
-	m.cancel(tRetry)
-	m.connectBusy = true
 	if m.state != handover {
 		m.state = connecting
 	}
+	if m.connectJob.busy {
+		if !m.connectJob.abandonable || m.connectJob.forID == m.chID() {
+			return // the running job's answer connects again if it is stale (onConnected)
+		}
+		// A redial of a channel the slot no longer holds (a rotation's
+		// replacement took over, then died): it can make nothing, so
+		// abandon it rather than wait out its dial or a hung HEAD.
+		m.connectJob.stop()
+	}
+	m.cancel(tRetry)
 	j := connectJob{mayCreate: m.state != handover, lenient: m.subscribedOnce}
 	forID := ""
 	if m.ch != nil {
 		ch := *m.ch
 		j.reuse, forID = &ch, ch.ID
 	}
+	ctx, stop := context.WithCancel(m.ctx)
+	gen := m.connectJob.gen + 1
+	// Only a job that cannot make a channel may be abandoned: cancelling
+	// one mid-create could leave a channel Genesys made and we never
+	// heard of, counted against the client's 20.
+	m.connectJob = runningConnect{busy: true, gen: gen, forID: forID, abandonable: !j.mayCreate, stop: stop}
 	s := m.s
-	m.startJob(func(ctx context.Context) any { return evConnected{forID: forID, res: s.connect(ctx, j)} })
+	m.startJob(func(context.Context) any {
+		defer stop()
+		return evConnected{gen: gen, forID: forID, res: s.connect(ctx, j)}
+	})
+}
+
+// runningConnect is the connect job out: answers of earlier, abandoned
+// jobs carry an older gen.
+type runningConnect struct {
+	busy        bool
+	gen         uint64
+	forID       string
+	abandonable bool
+	stop        context.CancelFunc
 }
 
 func (m *machine) onConnected(ev evConnected) error {
-	m.connectBusy = false
 	res := ev.res
+	if ev.gen != m.connectJob.gen || !m.connectJob.busy {
+		m.discard(res) // abandoned for a newer job
+		return nil
+	}
+	m.connectJob.busy = false
 	if ev.forID != m.chID() {
 		// The slot's channel changed while the job ran (a rotation took
-		// over, or the channel died): what it brought is history.
+		// over, or the channel died): what it brought is history. A
+		// connect asked for meanwhile found this job busy and left the
+		// slot to its answer, so connect now (its guards decide whether
+		// anything is missing): otherwise a slot whose channel died under
+		// a stale redial would wait for ever with no channel, no socket,
+		// no job and no timer.
 		m.discard(res)
+		m.connect()
 		return nil
 	}
 	if res.made {

@@ -52,6 +52,7 @@ type (
 	// on a new one) or a rotation job (a socket on a replacement channel).
 	evConnected struct {
 		rotation bool
+		gen      uint64 // a connect job's number (runningConnect)
 		forID    string // the channel the job set out to dial; "" for a new one
 		res      connectResult
 	}

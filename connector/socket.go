@@ -76,7 +76,8 @@ type socket struct {
 	timeout time.Duration // no frame for this long: stalled
 	drain   time.Duration // after ctx ends, how long the handler may still block
 
-	writeMu sync.Mutex
+	writeMu  sync.Mutex
+	routines sync.WaitGroup // the reader and the watchdog: close returns after both
 
 	// lastFrame is when the last frame of any kind arrived; waitingSince
 	// is when the reader started waiting for the network (0 while it is
@@ -154,8 +155,8 @@ func redactURL(err error, uri string) error {
 // start runs the reader and the watchdog; the reader reports to sink,
 // which must never block: a reader waiting on its slot would stop reading.
 func (s *socket) start(ctx context.Context, sink func(socketEvent)) {
-	go s.watch()
-	go s.read(ctx, sink)
+	s.routines.Go(s.watch)
+	s.routines.Go(func() { s.read(ctx, sink) })
 }
 
 // awaitPong proves the server has the socket registered and is writing to
@@ -211,6 +212,9 @@ func (s *socket) write(msg []byte) error {
 // that goes quiet instead of answering the close frame is cut off, after a
 // second of silence.
 func (s *socket) close() {
+	// A caller (the slot's shutdown above all) relies on nothing of the
+	// socket running once close returns.
+	defer s.routines.Wait()
 	if s.closing.Swap(true) {
 		<-s.done
 		return
