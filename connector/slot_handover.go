@@ -86,7 +86,7 @@ func (m *machine) startRotation() {
 		j.reuse = &next
 	}
 	s := m.s
-	m.startJob(func(ctx context.Context) any { return evConnected{rotation: true, res: s.connect(ctx, j)} })
+	m.startJob(func(ctx context.Context) any { return evConnected{rotation: true, res: s.connect(ctx, ctx, j)} })
 }
 
 func (m *machine) onRotated(res connectResult) error {
@@ -264,7 +264,7 @@ func (m *machine) beginSwap() {
 	m.state, m.kind = handover, closingSwap
 	s, ch := m.s, *m.ch
 	m.startJob(func(ctx context.Context) any {
-		sock, err := s.dial(ctx, ch)
+		sock, err := s.dial(ctx, ctx, ch)
 		return evReplaced{sock: sock, err: err}
 	})
 }

@@ -204,9 +204,9 @@ func (m *machine) connect() {
 	// heard of, counted against the client's 20.
 	m.connectJob = runningConnect{busy: true, gen: gen, forID: forID, abandonable: !j.mayCreate, stop: stop}
 	s := m.s
-	m.startJob(func(context.Context) any {
+	m.startJob(func(life context.Context) any {
 		defer stop()
-		return evConnected{gen: gen, forID: forID, res: s.connect(ctx, j)}
+		return evConnected{gen: gen, forID: forID, res: s.connect(ctx, life, j)}
 	})
 }
 

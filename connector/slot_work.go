@@ -113,9 +113,11 @@ type connectJob struct {
 // make a channel in its place (its replacement is on its way).
 var errNotCreated = errors.New("channel gone; not replaced here")
 
-func (s *slot) connect(ctx context.Context, j connectJob) connectResult {
+// connect runs a connect or rotation job: ctx ends the attempt, life the
+// socket it brings up.
+func (s *slot) connect(ctx, life context.Context, j connectJob) connectResult {
 	if j.reuse != nil {
-		sock, err := s.dial(ctx, *j.reuse)
+		sock, err := s.dial(ctx, life, *j.reuse)
 		if err == nil {
 			return connectResult{sock: sock, ch: *j.reuse}
 		}
@@ -144,14 +146,17 @@ func (s *slot) connect(ctx context.Context, j connectJob) connectResult {
 		return connectResult{err: err}
 	}
 	res := connectResult{ch: info, made: true, topics: topics, rejected: rejected}
-	res.sock, res.err = s.dial(ctx, info)
+	res.sock, res.err = s.dial(ctx, life, info)
 	return res
 }
 
 // dial opens a socket on ch and returns once a pong shows the server has it
 // registered. That proves the socket, not that its subscriptions deliver:
 // a handover waits for more (see machine.candidateUp).
-func (s *slot) dial(ctx context.Context, ch channelInfo) (*socket, error) {
+// dial opens a socket on ch and waits for its first pong; ctx ends the
+// attempt, life the socket's reader (a dial abandoned by its slot must not
+// end a socket already handed on).
+func (s *slot) dial(ctx, life context.Context, ch channelInfo) (*socket, error) {
 	sock, err := dialSocket(ctx, ch, s.c.opts.HeartbeatTimeout, s.c.opts.DrainTimeout, s.c.handler, s.c.obs, s.log)
 	if err != nil {
 		return nil, err
@@ -165,7 +170,7 @@ func (s *slot) dial(ctx context.Context, ch channelInfo) (*socket, error) {
 		}
 		return h.HandleEvent(ctx, f, at)
 	})
-	sock.start(ctx, func(ev socketEvent) { s.box.post(ev) })
+	sock.start(life, func(ev socketEvent) { s.box.post(ev) })
 	if err := sock.awaitPong(ctx, min(s.c.opts.HeartbeatTimeout, 15*time.Second)); err != nil {
 		sock.close() // here, not in a goroutine: the job is waited for, a goroutine would not be
 		return nil, err
