@@ -83,3 +83,60 @@ func TestCloseWaitsForABacklogToBeRead(t *testing.T) {
 	}
 	t.Logf("%d of %d events written to the old socket before its end, every one handed on", len(delivered), len(evs))
 }
+
+// TestRotationLetsGoOfTheOldSocketUnderSteadyLoad: events arrive more
+// often than every few milliseconds, so the old socket's reader never
+// waits long with nothing to read. The replaced channel is emptied first,
+// which ends its stream, and its socket then closes at once rather than
+// reading on beside the new one until the old channel expires.
+func TestRotationLetsGoOfTheOldSocketUnderSteadyLoad(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 1, ChannelLifetime: 12 * time.Second})
+	rec := newRecorder()
+	topics := fixedTopics(sim, 2)
+	c, done := runWith(t, sim, topics, rec, func(o *Options) { o.HandoverGrace = 100 * time.Millisecond })
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	first := sim.Channels()[0].ID
+	stop := make(chan struct{})
+	emitted := make(chan []simulator.Event, 1)
+	go func() {
+		var all []simulator.Event
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				emitted <- all
+				return
+			case <-tick.C:
+				all = append(all, sim.Emit(topics...)...)
+			}
+		}
+	}()
+	firstRef := channelRef(first)
+	waitStatus(t, c, "the rotation", func(s Status) bool { return s.Channels[0].Connected && s.Channels[0].Ref != firstRef })
+	rotated := time.Now()
+	waitSim(t, sim, 30*time.Second, "the old socket closed", func(s simulator.Snapshot) bool {
+		old, ok := s.Channel(first)
+		return !ok || !old.Connected
+	})
+	took := time.Since(rotated)
+	close(stop)
+	evs := <-emitted
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var delivered []simulator.Event
+	for _, ev := range evs {
+		if got, ok := sim.EventBySeq(ev.Seq); ok && got.Delivered > 0 {
+			delivered = append(delivered, got)
+		}
+	}
+	if err := rec.waitAll(ctx, delivered); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("old socket closed %s after the rotation; %d of %d events delivered, all handed on", took.Round(time.Millisecond), len(delivered), len(evs))
+	if took > time.Second {
+		t.Fatalf("the old socket read on %s after the rotation", took)
+	}
+}

@@ -244,15 +244,19 @@ func (m *machine) letGo(old *socket, oldCh *channelInfo, audit *correlationAudit
 	m.letGoBusy = true
 	api, log, id, c, cur := m.s.c.api, m.s.log, oldCh.ID, m.s.c, m.sock
 	m.startJob(func(ctx context.Context) any {
+		// Empty the channel first: that ends its stream, so the old
+		// socket's reader soon has nothing left to read and close can
+		// tell it has caught up, even while events arrive faster than
+		// every few milliseconds (they now reach the new socket only).
+		if err := api.unsubscribeAll(ctx, id); err != nil && !IsStatus(err, http.StatusNotFound) {
+			log.Debug("emptying the replaced channel failed; it ends at its deadline anyway", "err", err)
+		}
 		if old != nil {
 			old.close() // returns once its reader has handed on its last event
 		}
 		if audit != nil {
 			cur.audit.Store(nil)
 			c.reportAudit(audit)
-		}
-		if err := api.unsubscribeAll(ctx, id); err != nil && !IsStatus(err, http.StatusNotFound) {
-			log.Debug("emptying the replaced channel failed; it ends at its deadline anyway", "err", err)
 		}
 		return evLetGo{}
 	})
