@@ -46,6 +46,35 @@ func TestChaos(t *testing.T) {
 		t.Skip("chaos takes a while")
 	}
 	seed, dur := chaosSettings(t)
+	runChaos(t, seed, dur)
+}
+
+// TestChaosRegressions replays, at their own length, the short seeds that
+// once broke an invariant, so each bug chaos found in a round of make test
+// stays fixed. (The bugs found by 30-minute runs are reproduced by their
+// own scenario tests, named in the README: a 30-minute replay does not fit
+// in make test.)
+func TestChaosRegressions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("chaos takes a while")
+	}
+	for _, r := range []struct {
+		seed uint64
+		dur  time.Duration
+		bug  string
+	}{
+		{11, 40 * time.Second, "a data race in the Genesys SDK's package-level logging settings (TestConnectorsShareAProcess)"},
+		{1795738678584827752, 40 * time.Second, "events lost when a replaced socket was closed under backpressure (TestRotationUnderBackpressureLosesNothing)"},
+	} {
+		t.Run(strconv.FormatUint(r.seed, 10), func(t *testing.T) {
+			t.Logf("seed %d once found %s", r.seed, r.bug)
+			runChaos(t, r.seed, r.dur)
+		})
+	}
+}
+
+// runChaos is one chaos run: a schedule drawn from seed, dur long.
+func runChaos(t *testing.T, seed uint64, dur time.Duration) {
 	schedule := drawSchedule(seed, dur, 700*time.Millisecond)
 	replay := fmt.Sprintf("GCNATS_CHAOS_SEED=%d GCNATS_CHAOS_DURATION=%s make chaos", seed, dur)
 	// Printed even when the run passes, so every CI log names its seed.
@@ -88,6 +117,13 @@ func TestChaos(t *testing.T) {
 			chaosReadyBound, why, st, c.counters(), sidecarStacks())
 	}
 	readyAfter := time.Since(healed)
+	// The connector recovers a slot its machine left with nothing to
+	// bring a socket back, but such a state is a bug all the same.
+	if logs := c.h.logs.full(); strings.Contains(logs, connector.StrandedMessage) {
+		i := strings.Index(logs, connector.StrandedMessage)
+		c.fail("a channel was stranded with no socket and nothing under way (the machine's safety net caught it): %s",
+			logs[strings.LastIndexByte(logs[:i], '\n')+1:min(len(logs), i+len(connector.StrandedMessage)+200)])
+	}
 	em.waitMore(c.h, 50)
 	events := em.finish()
 	events = append(events, c.extra()...)

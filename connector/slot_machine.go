@@ -103,6 +103,7 @@ func (s *slot) run(ctx context.Context) error {
 					s.log.Debug("channel state", "from", was, "to", m.state)
 				}
 			}
+			m.unstrand()
 			m.publish()
 		}
 	}
@@ -154,6 +155,32 @@ func (m *machine) step(ev any) error {
 		}
 	}
 	return nil
+}
+
+// StrandedMessage is logged when a slot is found with no socket and
+// nothing under way to bring one back: a bug in the machine, which it
+// recovers from by connecting again. Tests fail on it.
+const StrandedMessage = "channel stranded with no socket and nothing to bring one back; connecting again"
+
+// unstrand is the machine's safety net. Without a socket, something must
+// be under way that brings one back (a connect job, a retry timer, a
+// rotation's job, timer or wait for the spare, a closing swap's dial);
+// a slot with none of them would sleep for ever while the process looks
+// healthy. Such a state is a bug; it is logged and left by connecting.
+func (m *machine) unstrand() {
+	if m.sock != nil || m.cand != nil || m.connectJob.busy || m.timers[tRetry].t != nil {
+		return
+	}
+	if m.state == handover {
+		if m.kind == closingSwap || m.rotateBusy || m.spareWanted || m.timers[tRotate].t != nil {
+			return
+		}
+		m.s.log.Error(StrandedMessage, "state", m.state, "kind", m.kind, "has_channel", m.ch != nil)
+		m.endRotation()
+		return
+	}
+	m.s.log.Error(StrandedMessage, "state", m.state, "has_channel", m.ch != nil)
+	m.connect()
 }
 
 // publish shows the machine's state to Status and the budget count.
