@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -225,9 +226,15 @@ func (c *chaos) fail(format string, args ...any) {
 		c.broken = msg
 	}
 	log := strings.Join(c.log, "\n")
+	start := c.start
 	c.mu.Unlock()
-	c.t.Fatalf("chaos invariant broken: %s\nseed %d; replay: %s\nfaults applied:\n%s\nsidecar log tail:\n%s",
-		msg, c.seed, c.replay, log, c.h.logs)
+	// The whole log, both sides, for what the tail below does not reach.
+	full := filepath.Join(os.TempDir(), fmt.Sprintf("gcnats-chaos-%d.log", c.seed))
+	if err := os.WriteFile(full, []byte(c.h.logs.full()), 0o644); err != nil {
+		full = "not written: " + err.Error()
+	}
+	c.t.Fatalf("chaos invariant broken: %s\nseed %d; replay: %s\nfull log: %s (the schedule's 0s is %s)\nfaults applied:\n%s\nsidecar log tail:\n%s",
+		msg, c.seed, c.replay, full, start.UTC().Format(time.RFC3339Nano), log, c.h.logs)
 }
 
 // note logs an applied fault with what it met.

@@ -53,6 +53,11 @@ const testTimeout = 60 * time.Second
 func newHarness(t *testing.T, simOpts simulator.Options, environ map[string]string) *harness {
 	t.Helper()
 	h := &harness{t: t, logs: &syncBuffer{}}
+	if simOpts.Logger == nil {
+		// Sockets and channels as the org saw them, beside the sidecar's
+		// view of them (a socket is named by the client's port in both).
+		simOpts.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("side", "sim")
+	}
 	h.sim = simulator.Start(t, simOpts)
 	var err error
 	h.natsStore = t.TempDir()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -128,7 +129,8 @@ func dialSocket(ctx context.Context, ch channelInfo, timeout, drain time.Duratio
 	s := &socket{
 		conn:    conn,
 		channel: ch,
-		log:     log,
+		// The local port names a socket in both sides' debug logs.
+		log:     log.With("ref", channelRef(ch.ID), "port", localPort(conn.NetConn())),
 		obs:     obs,
 		handler: h,
 		timeout: timeout,
@@ -141,6 +143,13 @@ func dialSocket(ctx context.Context, ch channelInfo, timeout, drain time.Duratio
 	s.lastFrame.Store(now)
 	s.lastHeartbeat.Store(now)
 	return s, nil
+}
+
+func localPort(c net.Conn) int {
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
 }
 
 // redactURL keeps the channel id (a capability) out of error text.
@@ -233,6 +242,7 @@ func (s *socket) close() {
 			switch {
 			case sent:
 				if s.quietFor(now) >= time.Second {
+					s.log.Debug("no answer to the close frame; cutting off")
 					s.conn.Close()
 					<-s.done
 					return
@@ -249,6 +259,7 @@ func (s *socket) close() {
 					_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 					s.writeMu.Unlock()
 					sent = true
+					s.log.Debug("close frame sent", "quiet", quiet, "kept_up", now.Sub(upSince))
 				}
 			}
 		}
@@ -301,12 +312,14 @@ func (s *socket) watch() {
 				continue
 			}
 			if idle >= s.timeout {
+				s.log.Debug("socket stalled; closing", "idle", idle)
 				s.stalled.Store(true)
 				s.conn.Close()
 				return
 			}
 			if idle >= interval && now.Sub(lastPing) >= interval {
 				lastPing = now
+				s.log.Debug("idle; pinging", "idle", idle)
 				if err := s.write(pingMessage); err != nil {
 					s.log.Debug("ping failed", "err", err)
 				}
@@ -348,6 +361,7 @@ func (s *socket) read(ctx context.Context, sink func(socketEvent)) {
 				err = nil
 			}
 			s.conn.Close()
+			s.log.Debug("socket ended", "reason", reason, "err", err, "closing", s.closing.Load())
 			report(socketEvent{reason: reason, ended: true, err: err})
 			return
 		}

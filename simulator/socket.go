@@ -92,7 +92,7 @@ func (s *Server) handleSocket(w http.ResponseWriter, r *http.Request, id string,
 	s.noteHeldLocked()
 	s.changedLocked()
 	s.mu.Unlock()
-	s.log.Debug("socket connected", "channel", ch.num, "socket", sk.num)
+	s.log.Debug("socket connected", "channel", ch.num, "socket", sk.num, "port", remotePort(sk.net))
 
 	conn.SetPingHandler(func(data string) error {
 		s.mu.Lock()
@@ -115,16 +115,19 @@ func (s *Server) handleSocket(w http.ResponseWriter, r *http.Request, id string,
 
 // readLoop reads client frames until the connection ends, then closes it.
 func (s *Server) readLoop(sk *socket) {
+	var end error
 	defer func() {
 		s.mu.Lock()
 		s.detachLocked(sk)
 		delete(s.readers, sk)
 		s.mu.Unlock()
 		sk.net.Close()
+		s.log.Debug("socket closed", "socket", sk.num, "port", remotePort(sk.net), "read_err", end)
 	}()
 	for {
 		mt, data, err := sk.conn.ReadMessage()
 		if err != nil {
+			end = err
 			return
 		}
 		if mt == websocket.TextMessage {
@@ -229,6 +232,13 @@ func (s *Server) detachLocked(sk *socket) {
 	}
 }
 
+func remotePort(c net.Conn) int {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.Port
+	}
+	return 0
+}
+
 // shutdownLocked ends a socket from the server side without losing what was
 // written: it half-closes (FIN after the buffered frames) and lets the reader
 // drain until the client closes or drainTimeout passes. To the client this
@@ -239,6 +249,7 @@ func (s *Server) shutdownLocked(sk *socket) {
 		return
 	}
 	sk.shut = true
+	s.log.Debug("socket shut down", "socket", sk.num, "port", remotePort(sk.net))
 	if tc, ok := sk.net.(interface{ CloseWrite() error }); ok {
 		_ = tc.CloseWrite()
 	} else {
