@@ -220,6 +220,11 @@ func (s *Server) writeCloseLocked(sk *socket, code int, text string) {
 	}
 	msg := websocket.FormatCloseMessage(code, text)
 	_ = sk.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(s.opts.WriteTimeout))
+	// No frame may follow a close frame (RFC 6455 5.5.1), and a client
+	// stops reading at it: nothing written from now on would count as
+	// delivered. Answering a client's close, the socket would otherwise
+	// stay attached until its reader returned.
+	s.detachLocked(sk)
 }
 
 // detachLocked forgets a socket: it no longer counts as its channel's

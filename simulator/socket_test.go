@@ -429,3 +429,28 @@ func TestFaultRefuseDials(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// TestNothingDeliveredAfterTheServersCloseFrame: a client's close frame is
+// answered with the server's, and no frame follows that one (RFC 6455), so
+// nothing emitted after it counts as delivered to the socket: the client
+// stops reading at the server's close frame.
+func TestNothingDeliveredAfterTheServersCloseFrame(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{})
+	topic := queueTopic(sim, 0, "conversations")
+	ch := createChannel(t, sdk(t, sim), topic)
+	c := dialConnected(t, sim, ch)
+	if err := c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := c.read(); err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				t.Fatalf("read: %v, want the server's close frame", err)
+			}
+			break
+		}
+	}
+	if ev := sim.Emit(topic)[0]; ev.Delivered != 0 {
+		t.Fatalf("an event emitted after the server's close frame counts as delivered %d times", ev.Delivered)
+	}
+}
