@@ -33,17 +33,19 @@ func cmdRun(ctx context.Context, stderr io.Writer) error {
 // sidecar is one running gcnats: its NATS side, its Genesys side and the
 // HTTP endpoints.
 type sidecar struct {
-	settings Settings
-	log      *slog.Logger
-	metrics  *metrics
-	table    *subjects.Table
-	embedded *publisher.Embedded
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	pub      *publisher.Publisher
-	conn     *connector.Connector
-	http     *http.Server
-	httpAddr net.Addr
+	// unflushed is how many events shutdown could not store (logged).
+	unflushed atomic.Int64
+	settings  Settings
+	log       *slog.Logger
+	metrics   *metrics
+	table     *subjects.Table
+	embedded  *publisher.Embedded
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	pub       *publisher.Publisher
+	conn      *connector.Connector
+	http      *http.Server
+	httpAddr  net.Addr
 
 	// up is set once conn and js exist; until then phase says what
 	// start-up waits for (NATS may be slow to come up, Genesys too).
@@ -301,6 +303,7 @@ func (sc *sidecar) shutdown() {
 	}
 	if sc.pub != nil {
 		unflushed, err := sc.pub.Close(sc.stop)
+		sc.unflushed.Store(int64(unflushed))
 		if unflushed > 0 || err != nil {
 			sc.log.Error("shutdown could not flush every event", "unflushed", unflushed, "timeout", sc.settings.ShutdownTimeout, "err", err)
 		} else {
