@@ -193,13 +193,18 @@ type storedMsg struct {
 // the last one read rather than fail or wait out the test's timeout.
 func (h *harness) collect(stream string, want int) []storedMsg {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	// The bound is on a stall, not on the whole read: a 30-minute chaos
+	// run stores about a million messages, which take longer than
+	// testTimeout to read back under -race.
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	stall := time.AfterFunc(testTimeout, cancel)
+	defer stall.Stop()
 	var out []storedMsg
 	var next uint64 = 1 // stream sequence of the next message to read
 	for len(out) < want {
 		if ctx.Err() != nil {
-			h.t.Fatalf("stream %s holds %d of %d messages after %s\n%s", stream, len(out), want, testTimeout, h.logs)
+			h.t.Fatalf("stream %s: read %d of %d messages, then nothing for %s\n%s", stream, len(out), want, testTimeout, h.logs)
 		}
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 		cons, err := h.js.OrderedConsumer(actx, stream, jetstream.OrderedConsumerConfig{
@@ -214,6 +219,7 @@ func (h *harness) collect(stream string, want int) []storedMsg {
 			batch, err := cons.Fetch(want-len(out), jetstream.FetchMaxWait(time.Second))
 			if err == nil {
 				for m := range batch.Messages() {
+					stall.Reset(testTimeout)
 					out = append(out, storedMsg{Subject: m.Subject(), Header: m.Headers(), Data: bytes.Clone(m.Data())})
 					if md, merr := m.Metadata(); merr == nil {
 						next = md.Sequence.Stream + 1
