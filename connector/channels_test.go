@@ -201,13 +201,13 @@ func TestFailedRotationReusesItsChannel(t *testing.T) {
 	}
 }
 
-// emitUntil emits an event on each topic every 10ms until stop closes and
-// returns every event emitted.
-func emitUntil(sim *simulator.Server, topics []string, stop <-chan struct{}) <-chan []simulator.Event {
+// emitUntil emits an event on each topic every interval until stop closes
+// and returns every event emitted.
+func emitUntil(sim *simulator.Server, topics []string, interval time.Duration, stop <-chan struct{}) <-chan []simulator.Event {
 	out := make(chan []simulator.Event, 1)
 	go func() {
 		var all []simulator.Event
-		t := time.NewTicker(10 * time.Millisecond)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
@@ -240,7 +240,7 @@ func TestHandoverWaitsForLiveSubscriptions(t *testing.T) {
 	})
 	first := sim.Channels()[0].ID
 	stop := make(chan struct{})
-	emitted := emitUntil(sim, topics, stop)
+	emitted := emitUntil(sim, topics, 10*time.Millisecond, stop)
 	waitSim(t, sim, 30*time.Second, "the rotation to complete", func(s simulator.Snapshot) bool {
 		old, ok := s.Channel(first)
 		return sim.Stats().ChannelsCreated >= 2 && (!ok || !old.Connected) && s.Sockets == 1 && s.Channels[len(s.Channels)-1].Pending == 0

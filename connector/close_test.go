@@ -99,21 +99,7 @@ func TestRotationLetsGoOfTheOldSocketUnderSteadyLoad(t *testing.T) {
 	}
 	first := sim.Channels()[0].ID
 	stop := make(chan struct{})
-	emitted := make(chan []simulator.Event, 1)
-	go func() {
-		var all []simulator.Event
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				emitted <- all
-				return
-			case <-tick.C:
-				all = append(all, sim.Emit(topics...)...)
-			}
-		}
-	}()
+	emitted := emitUntil(sim, topics, time.Millisecond, stop)
 	firstRef := channelRef(first)
 	waitStatus(t, c, "the rotation", func(s Status) bool { return s.Channels[0].Connected && s.Channels[0].Ref != firstRef })
 	rotated := time.Now()
