@@ -89,7 +89,7 @@ func (p *Publisher) ownTimeout(rc *rec) bool {
 	if p.closing || !p.link.nc.IsConnected() || time.Now().Before(p.jsQuietUntil) {
 		return false
 	}
-	if v, ok := p.answers[rc.msg.Subject]; ok {
+	if v, ok := p.streamAnswers[rc.msg.Subject]; ok {
 		return v
 	}
 	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
@@ -105,7 +105,7 @@ func (p *Publisher) ownTimeout(rc *rec) bool {
 		// and asking again for each would stall the loop.
 		p.jsQuietUntil = time.Now().Add(p.o.ackTimeout)
 	}
-	p.answers[strings.Clone(rc.msg.Subject)] = v // the subject points into a reused buffer
+	p.streamAnswers[strings.Clone(rc.msg.Subject)] = v // the subject points into a reused buffer
 	return v
 }
 
@@ -190,17 +190,13 @@ func (p *Publisher) onAsyncError(gen uint64, err error) {
 }
 
 // failDenied gives up the records in flight that a reported violation names.
-// nats.go still awaits their acks (it times them out later), so they become
-// orphans: their outcome is dropped when it comes, and they are never reused.
 func (p *Publisher) failDenied(denials []denial) {
 	for _, d := range denials {
-		for m, rc := range p.inflight {
+		for n, rc := range p.inflight {
 			if rc.msg.Subject != d.subject || rc.sentAt.After(d.at) {
 				continue
 			}
-			delete(p.inflight, m)
-			p.orphans[m] = struct{}{}
-			rc.orphaned = true
+			delete(p.inflight, n)
 			p.giveUp(rc, ReasonDenied, fmt.Errorf("publish to %s: %w", d.subject, d.err))
 		}
 	}

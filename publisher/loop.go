@@ -7,16 +7,24 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // loop is the state of the run goroutine (and of Close once run has ended):
 // no lock guards it.
 type loop struct {
-	inflight map[*nats.Msg]*rec
-	// orphans were given up while nats.go still awaited their ack; their
-	// outcome is still to come, and they still count against max in flight
-	// as nats.go counts them against its own limit.
-	orphans   map[*nats.Msg]struct{}
+	// inflight holds the records sent and not yet answered, by the send
+	// number their answer replies to (see ackInbox). A send that was
+	// settled otherwise (timed out, voided by a reconnect, denied) leaves
+	// it, so its late answer finds nothing and is ignored.
+	inflight map[uint64]*rec
+	// oldestSent is the lowest send number that may still be in flight:
+	// sends are numbered in time order, so the record there is the next
+	// to time out.
+	oldestSent uint64
+	// voidUpTo: sends up to this number went out on a connection that
+	// dropped since; their answers will never come (see voidInFlight).
+	voidUpTo  uint64
 	retry     []*rec // failed, to be sent again in acceptance order
 	retryHead int
 	retrySort bool
@@ -28,16 +36,18 @@ type loop struct {
 	sendN, ackedSendN uint64
 	finished          []*rec
 	batch             []*rec
-	spare             []result
+	answers           []*nats.Msg // per round: collected from the ack inbox
+	refused           []refusal   // per round: answers that were errors
+	spare             []sendError
 	spareDenials      []denial
 	noStream          map[string]bool // per round: no stream covers the subject
-	answers           map[string]bool // per round: JetStream answers for the subject
+	streamAnswers     map[string]bool // per round: JetStream answers for the subject
 	jsQuietUntil      time.Time       // JetStream did not answer: do not ask again before
 	dedup             dedupState
 	closing           bool // Close is draining the last outcomes: ask the server nothing
 	lastTrim          time.Time
 	redialing         bool
-	// lazy wakes run to collect acks that did not wake it (see addResult)
+	// lazy wakes run to collect the acks that did not wake it (see run)
 	// while records are in flight; lazyArmed says it is set.
 	lazy         *time.Timer
 	lazyArmed    bool
@@ -47,44 +57,41 @@ type loop struct {
 }
 
 func (l *loop) init(o options) {
-	l.inflight = make(map[*nats.Msg]*rec, o.maxInFlight)
-	l.orphans = make(map[*nats.Msg]struct{})
+	l.inflight = make(map[uint64]*rec, o.maxInFlight)
+	l.oldestSent = 1
 	l.backoff = o.backoffMin
 	l.noStream = make(map[string]bool)
-	l.answers = make(map[string]bool)
+	l.streamAnswers = make(map[string]bool)
 	l.dedup.init()
 	l.failLog.every = time.Second
 	l.retryLog.every = 5 * time.Second
 	l.lastTrim = time.Now()
 }
 
-// lazyAckBatch and lazyAckWait bound how long an ack may wait for the run
-// goroutine: see addResult.
-const (
-	lazyAckBatch = 128
-	lazyAckWait  = 10 * time.Millisecond
-)
+// lazyAckWait bounds how long an ack may wait in the inbox for the run
+// goroutine while nothing waits for it (see run).
+const lazyAckWait = 10 * time.Millisecond
 
-// addResult queues an outcome for the run goroutine. An ack that nothing
-// waits for does not wake it: at everyday rates every event would
-// otherwise cost one more goroutine hand-off (a futex wake and a spinning
-// thread, which the CPU profile at 1,000 events/s shows as most of the
-// sidecar's cost), and the next Publish, or run's lazyAckWait timer while
-// records are in flight, picks the acks up anyway. It wakes run at once
-// for a failure (a retry or a give-up is due), when records wait for room
-// in flight, when a Flush, Close or blocked Publish waits for bytes to be
-// released, and every lazyAckBatch outcomes. The ack's latency is taken
-// here, as it arrives.
-func (p *Publisher) addResult(r result) {
-	r.at = time.Now()
+// sendError is a send nats.go refused (closed connection, payload too
+// large), reported by the Publish call that sent it inline.
+type sendError struct {
+	gen   uint64 // the link it was sent on: a replaced one's are void
+	sendN uint64
+	err   error
+}
+
+// refusal is an answer that was an error, kept for the end of the round.
+type refusal struct {
+	rc  *rec
+	err error
+}
+
+// addSendError hands a failed inline send to the run goroutine and wakes it.
+func (p *Publisher) addSendError(e sendError) {
 	p.resMu.Lock()
-	p.results = append(p.results, r)
-	n := len(p.results)
+	p.sendErrs = append(p.sendErrs, e)
 	p.resMu.Unlock()
-	if r.err != nil || n >= lazyAckBatch || p.waiting.Load() > 0 ||
-		p.bufferedN.Load() > p.inFlightN.Load() {
-		p.signal()
-	}
+	p.signal()
 }
 
 func (p *Publisher) signal() {
@@ -100,14 +107,19 @@ func (p *Publisher) run() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var answer *nats.Msg // taken from the ack inbox by the select
 	for {
 		p.sendMu.Lock()
-		p.processResults()
+		p.processResults(answer)
+		answer = nil
 		p.watchLink()
 		var timerC <-chan time.Time
 		wait := p.send()
 		if trim := p.maybeTrim(); trim > 0 && (wait == 0 || trim < wait) {
 			wait = trim
+		}
+		if due := p.ackDue(); due > 0 && (wait == 0 || due < wait) {
+			wait = due
 		}
 		if wait > 0 {
 			timer.Reset(wait)
@@ -115,12 +127,31 @@ func (p *Publisher) run() {
 		}
 		p.armLazy()
 		p.release()
+		// An ack nothing waits for does not wake run: at everyday rates
+		// every event would otherwise cost one more goroutine woken (a
+		// futex wake and a spinning thread, which the CPU profile at 1,000
+		// events/s shows as most of the sidecar's cost); the lazy timer,
+		// or whatever wakes run next, collects it. Acks wake run when
+		// records wait for room in flight, or a Flush, Close or blocked
+		// Publish waits for bytes to be released. A refused send wakes it
+		// through addSendError; an answer that is an error (no responders)
+		// waits like an ack, as its retry would wait for a backoff anyway.
+		var ackC <-chan *nats.Msg
+		if p.waiting.Load() > 0 || p.bufferedN.Load() > int64(len(p.inflight)) {
+			ackC = p.link.acks.c
+		}
 		// Only run replaces p.link, so run reads it unlocked.
 		status := p.link.status
 		p.sendMu.Unlock()
 		select {
 		case <-p.wake:
-		case <-status:
+		case answer = <-ackC:
+		case st := <-status:
+			if st == nats.RECONNECTING {
+				p.sendMu.Lock()
+				p.voidUpTo = p.sendN
+				p.sendMu.Unlock()
+			}
 		case l := <-p.redialed:
 			p.sendMu.Lock()
 			p.swap(l)
@@ -153,7 +184,7 @@ func (p *Publisher) armLazy() {
 // mu held.
 func (p *Publisher) canSendInline() bool {
 	return !p.closing && p.retryHead == len(p.retry) && !p.checkDue &&
-		len(p.inflight)+len(p.orphans) < p.o.maxInFlight &&
+		len(p.inflight) < p.o.maxInFlight &&
 		!time.Now().Before(p.holdUntil) && p.link.nc.IsConnected()
 }
 
@@ -168,61 +199,164 @@ func (p *Publisher) sendInline(rc *rec) {
 	p.sendN++
 	now := time.Now()
 	rc.sendN, rc.sentAt, rc.firstSent = p.sendN, now, now
-	p.inflight[&rc.msg] = rc
-	_, err := p.link.js.PublishMsgAsync(&rc.msg, p.pubOpts...)
+	p.inflight[rc.sendN] = rc
+	err := p.transmit(rc)
 	gen := p.link.gen
 	p.inFlightN.Store(int64(len(p.inflight)))
 	p.armLazy()
 	p.sendMu.Unlock()
 	if err != nil {
-		p.addResult(result{gen: gen, msg: &rc.msg, err: err}) // wakes run
+		p.addSendError(sendError{gen: gen, sendN: rc.sendN, err: err})
 	}
 }
 
-func (p *Publisher) processResults() {
+// transmit publishes rc's message with the reply subject of its send.
+func (p *Publisher) transmit(rc *rec) error {
+	rc.reply = p.link.acks.appendReply(rc.reply[:0], rc.sendN)
+	rc.msg.Reply = bstr(rc.reply)
+	return p.link.nc.PublishMsg(&rc.msg)
+}
+
+// processResults settles what came back since the last round: the answers
+// in the ack inbox (first, if run's select took one), refused sends,
+// sends a dropped connection voided, overdue acks and permission
+// violations.
+func (p *Publisher) processResults(first *nats.Msg) {
 	p.resMu.Lock()
-	res, denials := p.results, p.denials
-	p.results, p.denials = p.spare[:0], p.spareDenials[:0]
+	errs, denials := p.sendErrs, p.denials
+	p.sendErrs, p.denials = p.spare[:0], p.spareDenials[:0]
 	p.resMu.Unlock()
 	defer func() {
-		clear(res)
-		p.spare = res[:0]
+		clear(errs)
+		p.spare = errs[:0]
 		clear(denials)
 		p.spareDenials = denials[:0]
 	}()
-	if len(res) == 0 && len(denials) == 0 {
+	answers := p.collectAnswers(first)
+	defer func() {
+		clear(answers)
+		p.answers = answers[:0]
+	}()
+	now := time.Now()
+	if len(answers) == 0 && len(errs) == 0 && len(denials) == 0 &&
+		p.voidUpTo < p.oldestSent && !p.overdue(now) {
 		return
 	}
 	clear(p.noStream)
-	clear(p.answers)
+	clear(p.streamAnswers)
 	gen := p.link.gen
-	// Acks first: a timeout that arrived in the same round as the ack of a
-	// record sent after it is still that record's own failure.
-	for _, r := range res {
-		if r.gen == gen && r.err == nil {
-			if rc, ok := p.inflight[r.msg]; ok {
-				p.ackedSendN = max(p.ackedSendN, rc.sendN)
-			}
+	// Acks first: a timeout in the same round as the ack of a record sent
+	// after it is still that record's own failure (see ownTimeout).
+	refused := p.refused[:0]
+	for _, m := range answers {
+		n, ok := p.link.acks.sendOf(m)
+		rc := p.inflight[n]
+		if !ok || rc == nil {
+			continue // settled already: timed out, voided or given up
 		}
-	}
-	for _, r := range res {
-		if r.gen != gen {
-			continue // a replaced connection's: its records are being sent again
-		}
-		rc, ok := p.inflight[r.msg]
-		if !ok {
-			delete(p.orphans, r.msg)
+		duplicate, err := parseAck(m)
+		if err != nil {
+			refused = append(refused, refusal{rc, err})
 			continue
 		}
-		delete(p.inflight, r.msg)
-		if r.err != nil {
-			p.fail(rc, r.err)
-			continue
-		}
-		p.finishAcked(rc, r.ack.Duplicate, r.at)
+		delete(p.inflight, n)
+		p.ackedSendN = max(p.ackedSendN, n)
+		p.finishAcked(rc, duplicate, now)
 	}
+	for _, r := range refused {
+		if p.inflight[r.rc.sendN] == r.rc {
+			delete(p.inflight, r.rc.sendN)
+			p.fail(r.rc, r.err)
+		}
+	}
+	clear(refused)
+	p.refused = refused[:0]
+	for _, e := range errs {
+		if rc := p.inflight[e.sendN]; e.gen == gen && rc != nil {
+			delete(p.inflight, e.sendN)
+			p.fail(rc, e.err)
+		}
+	}
+	p.voidInFlight()
+	p.expire(now)
 	p.failDenied(denials)
 	p.inFlightN.Store(int64(len(p.inflight)))
+}
+
+// collectAnswers takes what the ack inbox holds now (more keeps coming; the
+// next round takes it).
+func (p *Publisher) collectAnswers(first *nats.Msg) []*nats.Msg {
+	answers := p.answers[:0]
+	if first != nil {
+		answers = append(answers, first)
+	}
+	c := p.link.acks.c
+	for range len(c) {
+		answers = append(answers, <-c)
+	}
+	return answers
+}
+
+// voidInFlight fails, as disconnected, the sends made on a connection that
+// has dropped since: the server may have stored them, but their acks went
+// with the connection. They are sent again (the same ids, so JetStream
+// drops a copy it has) once the connection is back.
+func (p *Publisher) voidInFlight() {
+	if p.voidUpTo < p.oldestSent {
+		return
+	}
+	for n, rc := range p.inflight {
+		if n <= p.voidUpTo {
+			delete(p.inflight, n)
+			p.fail(rc, nats.ErrDisconnected)
+		}
+	}
+	p.voidUpTo = 0
+}
+
+// overdue reports whether the oldest send in flight has waited its ack
+// timeout.
+func (p *Publisher) overdue(now time.Time) bool {
+	rc := p.oldestInFlight()
+	return rc != nil && now.Sub(rc.sentAt) >= p.o.ackTimeout
+}
+
+// oldestInFlight moves oldestSent up past settled sends and returns the
+// record sent then, or nil with nothing in flight.
+func (p *Publisher) oldestInFlight() *rec {
+	if len(p.inflight) == 0 {
+		p.oldestSent = p.sendN + 1
+		return nil
+	}
+	for ; p.oldestSent <= p.sendN; p.oldestSent++ {
+		if rc := p.inflight[p.oldestSent]; rc != nil {
+			return rc
+		}
+	}
+	return nil
+}
+
+// expire fails the sends whose ack is overdue, oldest first: one deadline
+// for the publisher rather than a timer per message.
+func (p *Publisher) expire(now time.Time) {
+	for {
+		rc := p.oldestInFlight()
+		if rc == nil || now.Sub(rc.sentAt) < p.o.ackTimeout {
+			return
+		}
+		delete(p.inflight, rc.sendN)
+		p.fail(rc, jetstream.ErrAsyncPublishTimeout)
+	}
+}
+
+// ackDue is how long until the oldest send in flight times out (0: nothing
+// is in flight).
+func (p *Publisher) ackDue() time.Duration {
+	rc := p.oldestInFlight()
+	if rc == nil {
+		return 0
+	}
+	return max(time.Until(rc.sentAt.Add(p.o.ackTimeout)), time.Microsecond)
 }
 
 // finishAcked ends rc stored; at is when its ack arrived.
@@ -256,7 +390,7 @@ func (p *Publisher) send() time.Duration {
 				return wait
 			}
 		}
-		room := p.o.maxInFlight - len(p.inflight) - len(p.orphans)
+		room := p.o.maxInFlight - len(p.inflight)
 		if room <= 0 {
 			return 0
 		}
@@ -278,9 +412,9 @@ func (p *Publisher) send() time.Duration {
 			if rc.firstSent.IsZero() {
 				rc.firstSent = now
 			}
-			p.inflight[&rc.msg] = rc
-			if _, err := p.link.js.PublishMsgAsync(&rc.msg, p.pubOpts...); err != nil {
-				delete(p.inflight, &rc.msg)
+			p.inflight[rc.sendN] = rc
+			if err := p.transmit(rc); err != nil {
+				delete(p.inflight, rc.sendN)
 				p.fail(rc, err)
 			}
 		}

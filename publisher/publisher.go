@@ -99,12 +99,6 @@ type Observer struct {
 type Publisher struct {
 	o   options
 	log *slog.Logger
-	// pubOpts turns off nats.go's own no-responders retry. That retry can
-	// report a second outcome for one publish when it races an ack timeout,
-	// and records are matched to outcomes by their *nats.Msg, so exactly one
-	// outcome per send is what keeps a pooled record from being acked for
-	// another. Our retry covers no responders anyway.
-	pubOpts []jetstream.PublishOpt
 
 	link *link                // the connection in use; owned by the run goroutine
 	cur  atomic.Pointer[link] // the same, for Publish, Healthy and Conn
@@ -121,10 +115,10 @@ type Publisher struct {
 	// notStored counts records failed for good that no Flush has reported.
 	notStored int
 
-	resMu   sync.Mutex
-	results []result // outcomes from nats.go, in arrival order
-	denials []denial // permission violations the connection reported
-	wake    chan struct{}
+	resMu    sync.Mutex
+	sendErrs []sendError // inline sends nats.go refused
+	denials  []denial    // permission violations the connection reported
+	wake     chan struct{}
 	// waiting counts Flush, Close and Publish calls waiting for the buffer
 	// to drain: while any waits, every ack wakes the run goroutine.
 	waiting atomic.Int32
@@ -157,14 +151,6 @@ type Publisher struct {
 	inFlightN, bufferedN, bufBytesN                  atomic.Int64
 }
 
-type result struct {
-	gen uint64 // the link that reported it: outcomes of a replaced one are void
-	msg *nats.Msg
-	ack *jetstream.PubAck
-	err error
-	at  time.Time // when it arrived
-}
-
 type flushWaiter struct {
 	target    uint64 // records up to this sequence
 	remaining int
@@ -187,7 +173,6 @@ func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 	p := &Publisher{
 		o:        o,
 		log:      o.log,
-		pubOpts:  []jetstream.PublishOpt{jetstream.WithRetryAttempts(0)},
 		wake:     make(chan struct{}, 1),
 		retain:   o.bufferBytes,
 		redialed: make(chan *link, 1),
@@ -364,7 +349,7 @@ func (p *Publisher) Close(ctx context.Context) (unflushed int, err error) {
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
 	p.closing = true
-	p.processResults()
+	p.processResults(nil)
 	p.release()
 	p.link.detach()
 

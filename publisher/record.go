@@ -39,8 +39,8 @@ type rec struct {
 	sendN     uint64    // the publisher's send counter at the latest send
 	attempts  int       // sends that failed on their own (see fail)
 
-	failed   bool // given up: counts as not stored
-	orphaned bool // nats.go still holds msg: never reuse this record
+	failed bool   // given up: counts as not stored
+	reply  []byte // msg.Reply's bytes: the ack inbox's subject for sendN
 }
 
 // recOverhead is what a record costs besides its buffer: the struct and the
@@ -178,13 +178,11 @@ func (p *Publisher) get() *rec {
 	return rc
 }
 
-// put keeps rc for reuse. Only for records nats.go holds no more: never sent,
-// or after the one outcome of their last send.
+// put keeps rc for reuse once it is finished. nats.go keeps nothing of a
+// message once PublishMsg returns, and an answer to an earlier send of rc
+// finds no record in flight under that send's number.
 func (p *Publisher) put(rc *rec) {
-	if rc.orphaned {
-		return // nats.go may still report on it; the GC takes it later
-	}
-	rc.msg.Subject, rc.msg.Data = "", nil
+	rc.msg.Subject, rc.msg.Reply, rc.msg.Data = "", "", nil
 	rc.vals = [5]string{}
 	rc.failed = false
 	rc.firstSent, rc.sentAt, rc.sendN, rc.attempts = time.Time{}, time.Time{}, 0, 0

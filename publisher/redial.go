@@ -9,14 +9,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// link is one NATS connection with the publisher's own async-publish context
-// on it. Its outcomes carry gen, so those a replaced link still reports are
-// told apart from the current link's.
+// link is one NATS connection, with the publisher's ack inbox on it and a
+// JetStream context for its questions to the server (stream lookups, dedup
+// checks). A replaced link's inbox is closed with it, so its late answers
+// are never read.
 type link struct {
 	gen     uint64
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	status  chan nats.Status // CONNECTED resumes sending; CLOSED starts a redial
+	acks    *ackInbox
+	status  chan nats.Status // CONNECTED resumes sending; RECONNECTING voids what is in flight; CLOSED starts a redial
 	prevErr nats.ErrHandler  // the connection's handler before ours, which ours calls
 	owned   bool             // dialled by the publisher, so closed by it
 }
@@ -26,20 +28,7 @@ type link struct {
 func (p *Publisher) newLink(base jetstream.JetStream, gen uint64, owned bool) (*link, error) {
 	l := &link{gen: gen, nc: base.Conn(), owned: owned}
 	opts := base.Options()
-	jsOpts := []jetstream.JetStreamOpt{
-		// One more than we ever have in flight: nats.go must never stall us.
-		jetstream.WithPublishAsyncMaxPending(p.o.maxInFlight + 1),
-		jetstream.WithPublishAsyncTimeout(p.o.ackTimeout),
-		// onAck and onErr run on nats.go's goroutines, onErr sometimes
-		// with nats.go's publisher lock held: they only queue the outcome.
-		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
-			p.addResult(result{gen: gen, msg: m, ack: ack})
-		}),
-		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
-			p.addResult(result{gen: gen, msg: m, err: err})
-		}),
-		jetstream.WithDefaultTimeout(opts.DefaultTimeout),
-	}
+	jsOpts := []jetstream.JetStreamOpt{jetstream.WithDefaultTimeout(opts.DefaultTimeout)}
 	if opts.ClientTrace != nil {
 		jsOpts = append(jsOpts, jetstream.WithClientTrace(opts.ClientTrace))
 	}
@@ -55,6 +44,11 @@ func (p *Publisher) newLink(base jetstream.JetStream, gen uint64, owned bool) (*
 	if err != nil {
 		return nil, err
 	}
+	// Room for every send in flight, as many more that timed out and were
+	// sent again (their late answers still come), and slack.
+	if l.acks, err = newAckInbox(l.nc, 2*p.o.maxInFlight+1024); err != nil {
+		return nil, err
+	}
 	prev := l.nc.ErrorHandler()
 	l.prevErr = prev
 	l.nc.SetErrorHandler(func(c *nats.Conn, s *nats.Subscription, err error) {
@@ -63,14 +57,15 @@ func (p *Publisher) newLink(base jetstream.JetStream, gen uint64, owned bool) (*
 			prev(c, s, err)
 		}
 	})
-	l.status = l.nc.StatusChanged(nats.CONNECTED, nats.CLOSED)
+	l.status = l.nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING, nats.CLOSED)
 	return l, nil
 }
 
-// detach ends the publisher's use of the connection. Outcomes still pending
-// are reported with the old gen, and so ignored.
+// detach ends the publisher's use of the connection. Answers still to come
+// go to an inbox no one reads; send failures still queued carry the old gen,
+// and so are ignored.
 func (l *link) detach() {
-	l.js.CleanupPublisher()
+	l.acks.close()
 	l.nc.RemoveStatusListener(l.status)
 	l.nc.SetErrorHandler(l.prevErr)
 	if l.owned {
@@ -152,12 +147,13 @@ func (p *Publisher) swap(l *link) {
 	p.redialCancel = nil
 	p.closedSince.Store(0)
 	p.redialErr.Store(nil)
-	for m, rc := range p.inflight {
-		delete(p.inflight, m)
+	for n, rc := range p.inflight {
+		delete(p.inflight, n)
 		p.countRetry(ReasonDisconnected)
 		p.pushRetry(rc)
 	}
-	clear(p.orphans)
+	p.oldestSent = p.sendN + 1
+	p.voidUpTo = 0
 	clear(p.dedup.streams)
 	clear(p.dedup.windows)
 	p.inFlightN.Store(0)
