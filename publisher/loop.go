@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // loop is the state of the run goroutine (and of Close once run has ended):
@@ -72,28 +71,6 @@ func (l *loop) init(o options) {
 // goroutine while nothing waits for it (see run).
 const lazyAckWait = 10 * time.Millisecond
 
-// sendError is a send nats.go refused (closed connection, payload too
-// large), reported by the Publish call that sent it inline.
-type sendError struct {
-	gen   uint64 // the link it was sent on: a replaced one's are void
-	sendN uint64
-	err   error
-}
-
-// refusal is an answer that was an error, kept for the end of the round.
-type refusal struct {
-	rc  *rec
-	err error
-}
-
-// addSendError hands a failed inline send to the run goroutine and wakes it.
-func (p *Publisher) addSendError(e sendError) {
-	p.resMu.Lock()
-	p.sendErrs = append(p.sendErrs, e)
-	p.resMu.Unlock()
-	p.signal()
-}
-
 func (p *Publisher) signal() {
 	select {
 	case p.wake <- struct{}{}:
@@ -127,19 +104,7 @@ func (p *Publisher) run() {
 		}
 		p.armLazy()
 		p.release()
-		// An ack nothing waits for does not wake run: at everyday rates
-		// every event would otherwise cost one more goroutine woken (a
-		// futex wake and a spinning thread, which the CPU profile at 1,000
-		// events/s shows as most of the sidecar's cost); the lazy timer,
-		// or whatever wakes run next, collects it. Acks wake run when
-		// records wait for room in flight, or a Flush, Close or blocked
-		// Publish waits for bytes to be released. A refused send wakes it
-		// through addSendError; an answer that is an error (no responders)
-		// waits like an ack, as its retry would wait for a backoff anyway.
-		var ackC <-chan *nats.Msg
-		if p.waiting.Load() > 0 || p.bufferedN.Load() > int64(len(p.inflight)) {
-			ackC = p.link.acks.c
-		}
+		ackC := p.ackWakes()
 		// Only run replaces p.link, so run reads it unlocked.
 		status := p.link.status
 		p.sendMu.Unlock()
@@ -167,6 +132,23 @@ func (p *Publisher) run() {
 		}
 		timer.Stop()
 	}
+}
+
+// ackWakes is the ack inbox when an ack is to wake run, else nil. An ack
+// nothing waits for does not: at everyday rates every event would otherwise
+// cost one more goroutine woken (a futex wake and a spinning thread, which
+// the CPU profile at 1,000 events/s shows as most of the sidecar's cost);
+// the lazy timer, or whatever wakes run next, collects it. Acks wake run
+// when records wait for room in flight, or a Flush, Close or blocked
+// Publish waits for bytes to be released. A refused send wakes it through
+// addSendError; an answer that is an error (no responders) waits like an
+// ack, as its retry would wait for a backoff anyway. Called with sendMu
+// held.
+func (p *Publisher) ackWakes() <-chan *nats.Msg {
+	if p.waiting.Load() > 0 || p.bufferedN.Load() > int64(len(p.inflight)) {
+		return p.link.acks.c
+	}
+	return nil
 }
 
 // armLazy sets the lazy timer while records are in flight and it is not
@@ -215,161 +197,6 @@ func (p *Publisher) transmit(rc *rec) error {
 	rc.reply = p.link.acks.appendReply(rc.reply[:0], rc.sendN)
 	rc.msg.Reply = bstr(rc.reply)
 	return p.link.nc.PublishMsg(&rc.msg)
-}
-
-// processResults settles what came back since the last round: the answers
-// in the ack inbox (first, if run's select took one), refused sends,
-// sends a dropped connection voided, overdue acks and permission
-// violations.
-func (p *Publisher) processResults(first *nats.Msg) {
-	p.resMu.Lock()
-	errs, denials := p.sendErrs, p.denials
-	p.sendErrs, p.denials = p.spare[:0], p.spareDenials[:0]
-	p.resMu.Unlock()
-	defer func() {
-		clear(errs)
-		p.spare = errs[:0]
-		clear(denials)
-		p.spareDenials = denials[:0]
-	}()
-	answers := p.collectAnswers(first)
-	defer func() {
-		clear(answers)
-		p.answers = answers[:0]
-	}()
-	now := time.Now()
-	if len(answers) == 0 && len(errs) == 0 && len(denials) == 0 &&
-		p.voidUpTo < p.oldestSent && !p.overdue(now) {
-		return
-	}
-	clear(p.noStream)
-	clear(p.streamAnswers)
-	gen := p.link.gen
-	// Acks first: a timeout in the same round as the ack of a record sent
-	// after it is still that record's own failure (see ownTimeout).
-	refused := p.refused[:0]
-	for _, m := range answers {
-		n, ok := p.link.acks.sendOf(m)
-		rc := p.inflight[n]
-		if !ok || rc == nil {
-			continue // settled already: timed out, voided or given up
-		}
-		duplicate, err := parseAck(m)
-		if err != nil {
-			refused = append(refused, refusal{rc, err})
-			continue
-		}
-		delete(p.inflight, n)
-		p.ackedSendN = max(p.ackedSendN, n)
-		p.finishAcked(rc, duplicate, now)
-	}
-	for _, r := range refused {
-		if p.inflight[r.rc.sendN] == r.rc {
-			delete(p.inflight, r.rc.sendN)
-			p.fail(r.rc, r.err)
-		}
-	}
-	clear(refused)
-	p.refused = refused[:0]
-	for _, e := range errs {
-		if rc := p.inflight[e.sendN]; e.gen == gen && rc != nil {
-			delete(p.inflight, e.sendN)
-			p.fail(rc, e.err)
-		}
-	}
-	p.voidInFlight()
-	p.expire(now)
-	p.failDenied(denials)
-	p.inFlightN.Store(int64(len(p.inflight)))
-}
-
-// collectAnswers takes what the ack inbox holds now (more keeps coming; the
-// next round takes it).
-func (p *Publisher) collectAnswers(first *nats.Msg) []*nats.Msg {
-	answers := p.answers[:0]
-	if first != nil {
-		answers = append(answers, first)
-	}
-	c := p.link.acks.c
-	for range len(c) {
-		answers = append(answers, <-c)
-	}
-	return answers
-}
-
-// voidInFlight fails, as disconnected, the sends made on a connection that
-// has dropped since: the server may have stored them, but their acks went
-// with the connection. They are sent again (the same ids, so JetStream
-// drops a copy it has) once the connection is back.
-func (p *Publisher) voidInFlight() {
-	if p.voidUpTo < p.oldestSent {
-		return
-	}
-	for n, rc := range p.inflight {
-		if n <= p.voidUpTo {
-			delete(p.inflight, n)
-			p.fail(rc, nats.ErrDisconnected)
-		}
-	}
-	p.voidUpTo = 0
-}
-
-// overdue reports whether the oldest send in flight has waited its ack
-// timeout.
-func (p *Publisher) overdue(now time.Time) bool {
-	rc := p.oldestInFlight()
-	return rc != nil && now.Sub(rc.sentAt) >= p.o.ackTimeout
-}
-
-// oldestInFlight moves oldestSent up past settled sends and returns the
-// record sent then, or nil with nothing in flight.
-func (p *Publisher) oldestInFlight() *rec {
-	if len(p.inflight) == 0 {
-		p.oldestSent = p.sendN + 1
-		return nil
-	}
-	for ; p.oldestSent <= p.sendN; p.oldestSent++ {
-		if rc := p.inflight[p.oldestSent]; rc != nil {
-			return rc
-		}
-	}
-	return nil
-}
-
-// expire fails the sends whose ack is overdue, oldest first: one deadline
-// for the publisher rather than a timer per message.
-func (p *Publisher) expire(now time.Time) {
-	for {
-		rc := p.oldestInFlight()
-		if rc == nil || now.Sub(rc.sentAt) < p.o.ackTimeout {
-			return
-		}
-		delete(p.inflight, rc.sendN)
-		p.fail(rc, jetstream.ErrAsyncPublishTimeout)
-	}
-}
-
-// ackDue is how long until the oldest send in flight times out (0: nothing
-// is in flight).
-func (p *Publisher) ackDue() time.Duration {
-	rc := p.oldestInFlight()
-	if rc == nil {
-		return 0
-	}
-	return max(time.Until(rc.sentAt.Add(p.o.ackTimeout)), time.Microsecond)
-}
-
-// finishAcked ends rc stored; at is when its ack arrived.
-func (p *Publisher) finishAcked(rc *rec, duplicate bool, at time.Time) {
-	p.acked.Add(1)
-	if duplicate {
-		p.dups.Add(1)
-	}
-	if p.o.obs.Acked != nil {
-		p.o.obs.Acked(at.Sub(rc.accepted), duplicate)
-	}
-	p.backoff = p.o.backoffMin
-	p.finished = append(p.finished, rc)
 }
 
 // send publishes retries first, then new records, in acceptance order, while
