@@ -2,6 +2,7 @@ package publisher
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -73,5 +74,51 @@ func dedupAfterOutage(t *testing.T, opts ...Option) {
 	assertExactlyOnce(t, e.js, "TEST", want)
 	if st := p.Stats(); st.Acked != 100 || st.Duplicates < 30 || st.Failed != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// Records stored whose acks were lost, then the connection drops and comes
+// straight back: they are sent again as soon as it is back, as
+// disconnected, not after the ack timeout (a minute here); JetStream
+// answers them as duplicates.
+func TestReconnectResendsWhatWasInFlight(t *testing.T) {
+	e := newEnv(t)
+	px := startProxy(t, e.srv.Addr())
+	nc := connectTest(t, px.url())
+	var disconnected atomic.Int64
+	p := newPublisher(t, mustJS(t, nc), WithAckTimeout(time.Minute), WithObserver(Observer{Retried: func(reason string) {
+		if reason == ReasonDisconnected {
+			disconnected.Add(1)
+		}
+	}}))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	px.setMute(true)
+	want := map[string]bool{}
+	for i := range 20 {
+		r := testRecord(i, nil)
+		want[string(r.ID)] = true
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the server to store the records whose acks are lost", func() bool {
+		info, err := e.stream.Info(ctx)
+		return err == nil && info.State.Msgs == 20
+	})
+	px.cut()
+	px.restore()
+
+	start := time.Now()
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("flush: %v; stats %+v", err, p.Stats())
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("flushed %s after the reconnect: the sends waited for their ack timeout", d)
+	}
+	assertExactlyOnce(t, e.js, "TEST", want)
+	if st := p.Stats(); st.Acked != 20 || st.Duplicates != 20 || disconnected.Load() != 20 {
+		t.Fatalf("stats %+v, retried as disconnected %d", st, disconnected.Load())
 	}
 }
