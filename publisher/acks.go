@@ -15,7 +15,7 @@ import (
 // base 36.
 //
 // The publisher correlates answers itself rather than through nats.go's
-// PublishMsgAsync, because it already keeps everything that needs: each
+// PublishMsgAsync, because it already keeps all that this takes: each
 // record in flight, its send time (for the ack timeout) and its retries.
 // PublishMsgAsync kept a second copy of that bookkeeping per message (a
 // future in a map under a lock, a reply string, a timer) and delivered every
