@@ -125,10 +125,11 @@ func TestPublishAcrossServerRestart(t *testing.T) {
 	// the server goes; a 1 MiB buffer then blocks the producer while down.
 	const limit = 1 << 20
 	outage(t, true, func(pr *producer) {
-		// Records keep arriving while it is down, until the buffer is full.
+		// Records keep arriving while it is down, until the buffer is full
+		// and Publish blocks.
 		target := pr.count() + 200
 		waitFor(t, 20*time.Second, "records to arrive while down", func() bool {
-			return pr.count() >= target || pr.p.Stats().BufferedBytes > limit-1024
+			return pr.count() >= target || pr.p.waiting.Load() > 0
 		})
 	}, WithBufferBytes(limit))
 }

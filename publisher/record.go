@@ -43,11 +43,12 @@ type rec struct {
 	reply  []byte // msg.Reply's bytes: the ack inbox's subject for sendN
 }
 
-// recOverhead is what a record costs besides its buffer: the struct and the
+// recOverhead is what a record costs besides its buffer: the struct, the
 // header map with its five entries (a map group of 8 slots of string keys
-// and []string values, plus the map header). Counting it is what makes
-// WithBufferBytes bound memory when records are small.
-const recOverhead = int64(unsafe.Sizeof(rec{})) + 8*(16+24) + 8 + 48 + 64
+// and []string values, plus the map header) and the reply subject's bytes.
+// Counting it is what makes WithBufferBytes bound memory when records are
+// small.
+const recOverhead = int64(unsafe.Sizeof(rec{})) + 8*(16+24) + 8 + 48 + 64 + 48
 
 // maxPooledBuf keeps one rare huge event from pinning its buffer.
 const maxPooledBuf = 256 << 10
