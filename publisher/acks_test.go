@@ -48,7 +48,7 @@ func TestParseAck(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, tc.err) || (tc.err == nil && err != nil) {
+			if !errors.Is(err, tc.err) {
 				t.Fatalf("err %v, want %v", err, tc.err)
 			}
 			if dup != tc.duplicate {
