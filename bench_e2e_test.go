@@ -392,6 +392,25 @@ func cpuOf(b *testing.B, pid int) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
+// threadRuns is how many times the threads of pid were put on a CPU
+// (schedstat's third field, summed): each is a wake-up, a thread woken to
+// run a goroutine or to take a system call's answer.
+func threadRuns(pid int) int64 {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var total int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // a thread that just ended
+		}
+		if f := strings.Fields(string(data)); len(f) > 2 {
+			n, _ := strconv.ParseInt(f[2], 10, 64)
+			total += n
+		}
+	}
+	return total
+}
+
 var selfMu sync.Mutex
 
 // selfCPU is this process's CPU time (the simulator, the JetStream server

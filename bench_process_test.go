@@ -134,6 +134,11 @@ func BenchmarkProcess(b *testing.B) {
 	b.ReportMetric(med(pl, perEvent), "plain-cpu-µs/event")
 	b.ReportMetric(med(pl, idle), "plain-idle-cpu-%")
 	b.ReportMetric(med(rd, perEvent), "read-only-cpu-µs/event")
+	runs := func(f processFigures) float64 { return f.runs }
+	b.ReportMetric(med(gc, runs), "thread-runs/event")
+	b.ReportMetric(med(gc1, runs), "gomaxprocs1-thread-runs/event")
+	b.ReportMetric(med(pl, runs), "plain-thread-runs/event")
+	b.ReportMetric(med(rd, runs), "read-only-thread-runs/event")
 	b.ReportMetric(med(gc, perEvent)/med(pl, perEvent), "cpu-ratio-to-plain")
 	b.ReportMetric(med(self, idle), "baseline-idle-cpu-%")
 	b.ReportMetric(med(self, perEvent), "baseline-cpu-µs/event")
@@ -145,6 +150,7 @@ type processFigures struct {
 	ready    float64 // seconds from exec to ready
 	idleCPU  float64 // % of a core, all topics subscribed, no events
 	perEvent float64 // CPU µs per event at the paced rate
+	runs     float64 // times a thread of the process was put on a CPU, per event: its wake-ups
 	hwm      float64 // peak RSS, MB
 }
 
@@ -172,9 +178,11 @@ func measureProcess(b *testing.B, cmd *exec.Cmd, env []string, ready func() bool
 	proc.idleCPU = 100 * (c1 - c0).Seconds() / idle.Seconds()
 	self.idleCPU = 100 * (s1 - s0).Seconds() / idle.Seconds()
 
+	r1 := threadRuns(pid)
 	emit(batches)
 	time.Sleep(500 * time.Millisecond) // the last acks
 	c2, s2 := cpuOf(b, pid), selfCPU()
+	proc.runs = float64(threadRuns(pid)-r1) / float64(len(batches))
 	proc.perEvent = float64((c2 - c1).Microseconds()) / float64(len(batches))
 	self.perEvent = float64((s2 - s1).Microseconds()) / float64(len(batches))
 	proc.hwm = vmHWM(b, pid)
