@@ -366,21 +366,8 @@ func isReady(addr string) bool {
 // cpuOf is the CPU time of every thread of pid, to the nanosecond
 // (schedstat's first field), falling back to /proc/pid/stat's ticks.
 func cpuOf(b *testing.B, pid int) time.Duration {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	var total time.Duration
-	for _, t := range tasks {
-		data, err := os.ReadFile(t)
-		if err != nil {
-			continue // a thread that just ended
-		}
-		f := strings.Fields(string(data))
-		if len(f) > 0 {
-			ns, _ := strconv.ParseInt(f[0], 10, 64)
-			total += time.Duration(ns)
-		}
-	}
-	if total > 0 {
-		return total
+	if ns := schedstatSum(pid, 0); ns > 0 {
+		return time.Duration(ns)
 	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -393,9 +380,13 @@ func cpuOf(b *testing.B, pid int) time.Duration {
 }
 
 // threadRuns is how many times the threads of pid were put on a CPU
-// (schedstat's third field, summed): each is a wake-up, a thread woken to
-// run a goroutine or to take a system call's answer.
-func threadRuns(pid int) int64 {
+// (schedstat's third field): each is a wake-up, a thread woken to run a
+// goroutine or to take a system call's answer.
+func threadRuns(pid int) int64 { return schedstatSum(pid, 2) }
+
+// schedstatSum sums one field of /proc/pid/task/*/schedstat over pid's
+// threads.
+func schedstatSum(pid, field int) int64 {
 	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	var total int64
 	for _, t := range tasks {
@@ -403,8 +394,8 @@ func threadRuns(pid int) int64 {
 		if err != nil {
 			continue // a thread that just ended
 		}
-		if f := strings.Fields(string(data)); len(f) > 2 {
-			n, _ := strconv.ParseInt(f[2], 10, 64)
+		if f := strings.Fields(string(data)); len(f) > field {
+			n, _ := strconv.ParseInt(f[field], 10, 64)
 			total += n
 		}
 	}

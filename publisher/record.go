@@ -45,10 +45,13 @@ type rec struct {
 
 // recOverhead is what a record costs besides its buffer: the struct, the
 // header map with its five entries (a map group of 8 slots of string keys
-// and []string values, plus the map header) and the reply subject's bytes.
-// Counting it is what makes WithBufferBytes bound memory when records are
-// small.
-const recOverhead = int64(unsafe.Sizeof(rec{})) + 8*(16+24) + 8 + 48 + 64 + 48
+// and []string values, plus the map header) and the reply subject's bytes
+// ("_INBOX.", a 22-character nuid, ".", up to 13 base-36 digits: 48 with
+// room). Counting it is what makes WithBufferBytes bound memory when
+// records are small.
+const recOverhead = int64(unsafe.Sizeof(rec{})) + 8*(16+24) + 8 + 48 + 64 + replyBytes
+
+const replyBytes = 48
 
 // maxPooledBuf keeps one rare huge event from pinning its buffer.
 const maxPooledBuf = 256 << 10
