@@ -139,6 +139,14 @@ func BenchmarkProcess(b *testing.B) {
 	b.ReportMetric(med(gc1, runs), "gomaxprocs1-thread-runs/event")
 	b.ReportMetric(med(pl, runs), "plain-thread-runs/event")
 	b.ReportMetric(med(rd, runs), "read-only-thread-runs/event")
+	monitor := func(f processFigures) float64 { return f.monitor }
+	b.ReportMetric(med(gc, monitor), "sysmon-runs/event")
+	b.ReportMetric(med(gc1, monitor), "gomaxprocs1-sysmon-runs/event")
+	b.ReportMetric(med(pl, monitor), "plain-sysmon-runs/event")
+	b.ReportMetric(med(rd, monitor), "read-only-sysmon-runs/event")
+	monCPU := func(f processFigures) float64 { return f.monCPU }
+	b.ReportMetric(med(gc, monCPU), "sysmon-cpu-µs/event")
+	b.ReportMetric(med(rd, monCPU), "read-only-sysmon-cpu-µs/event")
 	b.ReportMetric(med(gc, perEvent)/med(pl, perEvent), "cpu-ratio-to-plain")
 	b.ReportMetric(med(self, idle), "baseline-idle-cpu-%")
 	b.ReportMetric(med(self, perEvent), "baseline-cpu-µs/event")
@@ -151,6 +159,8 @@ type processFigures struct {
 	idleCPU  float64 // % of a core, all topics subscribed, no events
 	perEvent float64 // CPU µs per event at the paced rate
 	runs     float64 // times a thread of the process was put on a CPU, per event: its wake-ups
+	monitor  float64 // of runs, those of the Go runtime's monitor thread (sysmon)
+	monCPU   float64 // of perEvent, the monitor thread's
 	hwm      float64 // peak RSS, MB
 }
 
@@ -178,11 +188,13 @@ func measureProcess(b *testing.B, cmd *exec.Cmd, env []string, ready func() bool
 	proc.idleCPU = 100 * (c1 - c0).Seconds() / idle.Seconds()
 	self.idleCPU = 100 * (s1 - s0).Seconds() / idle.Seconds()
 
-	r1 := threadRuns(pid)
+	r1, m1, mc1 := threadRuns(pid), monitorRuns(pid), monitorCPU(pid)
 	emit(batches)
 	time.Sleep(500 * time.Millisecond) // the last acks
 	c2, s2 := cpuOf(b, pid), selfCPU()
 	proc.runs = float64(threadRuns(pid)-r1) / float64(len(batches))
+	proc.monitor = float64(monitorRuns(pid)-m1) / float64(len(batches))
+	proc.monCPU = float64((monitorCPU(pid) - mc1).Microseconds()) / float64(len(batches))
 	proc.perEvent = float64((c2 - c1).Microseconds()) / float64(len(batches))
 	self.perEvent = float64((s2 - s1).Microseconds()) / float64(len(batches))
 	proc.hwm = vmHWM(b, pid)
