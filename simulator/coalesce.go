@@ -18,7 +18,7 @@ type coalescer struct {
 	buf  []byte
 	// err is the round's first failed write. The rest of the round is
 	// dropped and flush reports it, so the whole round counts as not
-	// delivered, as when its one write fails.
+	// delivered, as when its last write fails.
 	err error
 }
 
