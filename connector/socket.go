@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/gcnats/gcnats/internal/rawio"
 )
 
 // Handler receives every event frame the connector reads. The frame and its
@@ -104,6 +106,7 @@ type socket struct {
 
 var dialer = websocket.Dialer{
 	Proxy:            http.ProxyFromEnvironment,
+	NetDialContext:   (&rawio.Dialer{}).DialContext,
 	HandshakeTimeout: 15 * time.Second,
 	ReadBufferSize:   64 << 10,
 	WriteBufferSize:  4 << 10,
