@@ -36,6 +36,8 @@ import (
 //     charges a process for the job;
 //   - the same program reading the frames and dropping them: what the
 //     socket alone costs;
+//   - that again with its reads outside the runtime's system call
+//     bookkeeping (package rawio), as gcnats reads: the socket's floor;
 //   - this process (simulator and JetStream server) over gcnats' windows.
 func BenchmarkProcess(b *testing.B) {
 	const (
@@ -76,7 +78,15 @@ func BenchmarkProcess(b *testing.B) {
 		pace(len(batches), rate, func(i int) { sim.EmitBatch(batches[i]) })
 	}
 
-	var gc, gc1, pl, rd, self []processFigures
+	// runPlain measures the plain forwarder with extra settings.
+	runPlain := func(extra ...string) processFigures {
+		readyFile := filepath.Join(b.TempDir(), "ready")
+		env := slices.Concat(base, []string{"PLAIN_TOPICS_FILE=" + topicsFile, "PLAIN_READY_FILE=" + readyFile}, extra)
+		f, _ := measureProcess(b, exec.Command(plain), env, func() bool { _, err := os.Stat(readyFile); return err == nil }, events(), emit)
+		return f
+	}
+
+	var gc, gc1, pl, rd, rdRaw, self []processFigures
 	for range b.N {
 		for range benchRounds {
 			addr := freeAddr(b)
@@ -99,15 +109,9 @@ func BenchmarkProcess(b *testing.B) {
 			f, _ = measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, events(), emit)
 			gc1 = append(gc1, f)
 
-			readyFile := filepath.Join(b.TempDir(), "ready")
-			env = slices.Concat(base, []string{"PLAIN_TOPICS_FILE=" + topicsFile, "PLAIN_READY_FILE=" + readyFile})
-			f, _ = measureProcess(b, exec.Command(plain), env, func() bool { _, err := os.Stat(readyFile); return err == nil }, events(), emit)
-			pl = append(pl, f)
-
-			readyFile = filepath.Join(b.TempDir(), "ready")
-			env = slices.Concat(base, []string{"PLAIN_TOPICS_FILE=" + topicsFile, "PLAIN_READY_FILE=" + readyFile, "PLAIN_READ_ONLY=1"})
-			f, _ = measureProcess(b, exec.Command(plain), env, func() bool { _, err := os.Stat(readyFile); return err == nil }, events(), emit)
-			rd = append(rd, f)
+			pl = append(pl, runPlain())
+			rd = append(rd, runPlain("PLAIN_READ_ONLY=1"))
+			rdRaw = append(rdRaw, runPlain("PLAIN_READ_ONLY=1", "PLAIN_RAW_IO=1"))
 		}
 	}
 	// The floor counts only if the plain forwarder did the job.
@@ -134,11 +138,13 @@ func BenchmarkProcess(b *testing.B) {
 	b.ReportMetric(med(pl, perEvent), "plain-cpu-µs/event")
 	b.ReportMetric(med(pl, idle), "plain-idle-cpu-%")
 	b.ReportMetric(med(rd, perEvent), "read-only-cpu-µs/event")
+	b.ReportMetric(med(rdRaw, perEvent), "read-only-raw-io-cpu-µs/event")
 	runs := func(f processFigures) float64 { return f.runs }
 	b.ReportMetric(med(gc, runs), "thread-runs/event")
 	b.ReportMetric(med(gc1, runs), "gomaxprocs1-thread-runs/event")
 	b.ReportMetric(med(pl, runs), "plain-thread-runs/event")
 	b.ReportMetric(med(rd, runs), "read-only-thread-runs/event")
+	b.ReportMetric(med(rdRaw, runs), "read-only-raw-io-thread-runs/event")
 	monitor := func(f processFigures) float64 { return f.monitor }
 	b.ReportMetric(med(gc, monitor), "sysmon-runs/event")
 	b.ReportMetric(med(gc1, monitor), "gomaxprocs1-sysmon-runs/event")

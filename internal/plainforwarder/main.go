@@ -10,8 +10,10 @@
 // on the same host), GENESYSCLOUD_OAUTHCLIENT_ID and _SECRET, NATS_URL,
 // PLAIN_TOPICS_FILE (one topic per line), PLAIN_READY_FILE (created once
 // every socket is subscribed), PLAIN_PREFIX (subject prefix, default
-// "plain") and PLAIN_READ_ONLY (when set, frames are read and dropped: the
-// cost of the socket alone).
+// "plain"), PLAIN_READ_ONLY (when set, frames are read and dropped: the
+// cost of the socket alone) and PLAIN_RAW_IO (when set, the socket and the
+// NATS connection do their reads and writes as gcnats does, with package
+// rawio).
 package main
 
 import (
@@ -29,7 +31,12 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gcnats/gcnats/internal/rawio"
 )
+
+// wsDialer dials the channels' sockets.
+var wsDialer = *websocket.DefaultDialer
 
 func main() {
 	if err := run(); err != nil {
@@ -55,7 +62,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(os.Getenv("NATS_URL"))
+	var natsOpts []nats.Option
+	if os.Getenv("PLAIN_RAW_IO") != "" {
+		wsDialer.NetDialContext = (&rawio.Dialer{}).DialContext
+		natsOpts = append(natsOpts, nats.SetCustomDialer(&rawio.Dialer{}))
+	}
+	nc, err := nats.Connect(os.Getenv("NATS_URL"), natsOpts...)
 	if err != nil {
 		return err
 	}
@@ -125,7 +137,7 @@ func openChannel(api, token string, topics []string) (*websocket.Conn, error) {
 	if err := call(req, nil); err != nil {
 		return nil, fmt.Errorf("subscribe: %w", err)
 	}
-	conn, _, err := websocket.DefaultDialer.Dial(ch.ConnectURI, nil)
+	conn, _, err := wsDialer.Dial(ch.ConnectURI, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
