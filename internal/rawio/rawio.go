@@ -13,6 +13,14 @@
 // these never do. Waiting for the socket still goes through the runtime's
 // network poller (syscall.RawConn), so deadlines and Close work as on any
 // net.Conn.
+//
+// One difference remains under the race detector: the standard library's
+// reads and writes tell it that what a goroutine did before writing to a
+// socket happens before what another does after reading it in the same
+// process; these do not. Goroutines that synchronise only through such a
+// socket would be reported as racing. None of gcnats' do, and its tests,
+// which run the simulated org and the JetStream server in the same
+// process, pass under -race.
 package rawio
 
 import (
