@@ -125,35 +125,31 @@ func BenchmarkProcess(b *testing.B) {
 		}
 		return median(xs)
 	}
-	ready := func(f processFigures) float64 { return f.ready }
-	idle := func(f processFigures) float64 { return f.idleCPU }
 	perEvent := func(f processFigures) float64 { return f.perEvent }
-	rss := func(f processFigures) float64 { return f.hwm }
-	b.ReportMetric(med(gc, ready), "ready-s")
-	b.ReportMetric(med(gc, idle), "idle-cpu-%")
-	b.ReportMetric(med(gc, perEvent), "cpu-µs/event")
-	b.ReportMetric(med(gc, rss), "peak-rss-MB")
-	b.ReportMetric(med(gc1, perEvent), "gomaxprocs1-cpu-µs/event")
-	b.ReportMetric(med(gc1, rss), "gomaxprocs1-peak-rss-MB")
-	b.ReportMetric(med(pl, perEvent), "plain-cpu-µs/event")
-	b.ReportMetric(med(pl, idle), "plain-idle-cpu-%")
-	b.ReportMetric(med(rd, perEvent), "read-only-cpu-µs/event")
-	b.ReportMetric(med(rdRaw, perEvent), "read-only-raw-io-cpu-µs/event")
-	runs := func(f processFigures) float64 { return f.runs }
-	b.ReportMetric(med(gc, runs), "thread-runs/event")
-	b.ReportMetric(med(gc1, runs), "gomaxprocs1-thread-runs/event")
-	b.ReportMetric(med(pl, runs), "plain-thread-runs/event")
-	b.ReportMetric(med(rd, runs), "read-only-thread-runs/event")
-	b.ReportMetric(med(rdRaw, runs), "read-only-raw-io-thread-runs/event")
-	monitor := func(f processFigures) float64 { return f.monitor }
-	b.ReportMetric(med(gc, monitor), "sysmon-runs/event")
-	b.ReportMetric(med(gc1, monitor), "gomaxprocs1-sysmon-runs/event")
-	b.ReportMetric(med(pl, monitor), "plain-sysmon-runs/event")
-	b.ReportMetric(med(rd, monitor), "read-only-sysmon-runs/event")
-	monCPU := func(f processFigures) float64 { return f.monCPU }
-	b.ReportMetric(med(gc, monCPU), "sysmon-cpu-µs/event")
-	b.ReportMetric(med(rd, monCPU), "read-only-sysmon-cpu-µs/event")
+	idle := func(f processFigures) float64 { return f.idleCPU }
+	figures := []struct {
+		unit string
+		pick func(processFigures) float64
+	}{
+		{"cpu-µs/event", perEvent},
+		{"thread-runs/event", func(f processFigures) float64 { return f.runs }},
+		{"sysmon-runs/event", func(f processFigures) float64 { return f.monitor }},
+		{"sysmon-cpu-µs/event", func(f processFigures) float64 { return f.monCPU }},
+		{"idle-cpu-%", idle},
+		{"peak-rss-MB", func(f processFigures) float64 { return f.hwm }},
+		{"ready-s", func(f processFigures) float64 { return f.ready }},
+	}
+	for _, p := range []struct {
+		prefix string
+		figs   []processFigures
+	}{{"", gc}, {"gomaxprocs1-", gc1}, {"plain-", pl}, {"read-only-", rd}, {"read-only-raw-io-", rdRaw}} {
+		for _, fig := range figures {
+			b.ReportMetric(med(p.figs, fig.pick), p.prefix+fig.unit)
+		}
+	}
 	b.ReportMetric(med(gc, perEvent)/med(pl, perEvent), "cpu-ratio-to-plain")
+	// This process (simulator and JetStream server) has no ready time, RSS
+	// or monitor figures of its own here.
 	b.ReportMetric(med(self, idle), "baseline-idle-cpu-%")
 	b.ReportMetric(med(self, perEvent), "baseline-cpu-µs/event")
 	b.ReportMetric(0, "ns/op")
