@@ -6,7 +6,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -151,5 +154,45 @@ func TestWriteToResetPeer(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("writes to a reset peer kept succeeding")
 		}
+	}
+}
+
+// TLS runs over a wrapped connection as over any other: this is how the
+// socket to Genesys (wss://) is made.
+func TestTLSOverWrappedConnection(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, err := io.ReadAll(r.Body)
+		if err != nil || !bytes.Equal(got, body) {
+			http.Error(w, "request body differs", http.StatusBadRequest)
+			return
+		}
+		w.Write(body)
+	}))
+	defer srv.Close()
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	wrapped := 0
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&rawio.Dialer{}).DialContext(ctx, network, addr)
+		if _, plain := c.(*net.TCPConn); err == nil && !plain {
+			wrapped++
+		}
+		return c, err
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Post(srv.URL, "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+		t.Fatalf("status %d, %d bytes back; want 200 and the 1 MiB sent", resp.StatusCode, len(got))
+	}
+	if wrapped != 1 && runtime.GOOS == "linux" {
+		t.Fatalf("%d wrapped connections dialled, want 1", wrapped)
 	}
 }
