@@ -24,6 +24,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/gcnats/gcnats/internal/rawio"
 )
 
 // runServer starts a plain nats-server with opts (auth, TLS) on a free port.
@@ -346,5 +348,23 @@ func TestEmbeddedPortTaken(t *testing.T) {
 		if _, err := StartEmbedded(bad); err == nil {
 			t.Errorf("StartEmbedded(%+v) succeeded", bad)
 		}
+	}
+}
+
+// The connection to NATS is dialled through package rawio, so at everyday
+// rates its reads and writes do not wake the runtime's monitor thread.
+func TestConnectDialsWithRawIO(t *testing.T) {
+	nopts, err := ConnectOptions{}.natsOptions(slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := nats.GetDefaultOptions()
+	for _, opt := range nopts {
+		if err := opt(&o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := o.CustomDialer.(*rawio.Dialer); !ok {
+		t.Fatalf("NATS is dialled with %T, want *rawio.Dialer", o.CustomDialer)
 	}
 }
