@@ -117,7 +117,7 @@ func (m *machine) onRotated(res connectResult) error {
 	m.open[res.sock] = struct{}{}
 	m.cand = res.sock
 	m.candidateUp()
-	return nil
+	return m.replayEarlyEnd(res.sock)
 }
 
 // candidateUp: a replacement socket answered a ping. A pong proves only

@@ -46,6 +46,10 @@ type machine struct {
 	jobs    jobGroup
 	timers  [timerKinds]timerSlot
 	open    map[*socket]struct{} // every socket not yet ended or closed
+	// endedEarly holds the end of sockets not yet adopted: a socket's
+	// reader reports to the slot at once, so its end can come before the
+	// answer of the job that dialled it. Adopting the socket replays it.
+	endedEarly map[*socket]socketEvent
 
 	state slotState
 
@@ -79,7 +83,7 @@ type machine struct {
 
 func newMachine(s *slot, ctx context.Context) *machine {
 	ctx, cancel := context.WithCancel(ctx)
-	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}}
+	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}, endedEarly: map[*socket]socketEvent{}}
 }
 
 // run keeps the slot's topics flowing until ctx ends. It returns only a
@@ -275,13 +279,24 @@ func (m *machine) onConnected(ev evConnected) error {
 	m.open[res.sock] = struct{}{}
 	m.sock = res.sock
 	m.recovered()
-	if m.state == handover {
-		return nil // the old channel redialled while its replacement comes up
+	if m.state != handover { // else the old channel redialled while its replacement comes up
+		m.state = live
+		m.after(tRotate, time.Until(rotateAt(m.ch, m.created)))
+		m.resubscribe(false)
 	}
-	m.state = live
-	m.after(tRotate, time.Until(rotateAt(m.ch, m.created)))
-	m.resubscribe(false)
-	return nil
+	return m.replayEarlyEnd(res.sock)
+}
+
+// replayEarlyEnd hands on the end of a socket just adopted that ended
+// before its job's answer came; without it the slot would hold a dead
+// socket as live, with nothing to notice.
+func (m *machine) replayEarlyEnd(sock *socket) error {
+	ev, ok := m.endedEarly[sock]
+	if !ok {
+		return nil
+	}
+	delete(m.endedEarly, sock)
+	return m.onSocket(ev)
 }
 
 func (m *machine) connectFailed(err error) error {
@@ -320,6 +335,11 @@ func (m *machine) recovered() {
 // replacement, or of one already replaced (history).
 func (m *machine) onSocket(ev socketEvent) error {
 	if ev.ended {
+		if _, known := m.open[ev.sock]; !known && !ev.sock.released {
+			// Not adopted yet (a socket the slot closed is history).
+			m.endedEarly[ev.sock] = ev
+			return nil
+		}
 		delete(m.open, ev.sock)
 	}
 	switch {
@@ -475,6 +495,7 @@ func (m *machine) chID() string {
 // and the subscriptions of a channel it made, which nobody will read.
 func (m *machine) discard(res connectResult) {
 	if res.sock != nil {
+		delete(m.endedEarly, res.sock)
 		m.closeSock(res.sock)
 	}
 	if res.made {
@@ -489,6 +510,7 @@ func (m *machine) discard(res connectResult) {
 // closeSock closes a socket in a job: a close waits up to a second for the
 // server's answer, which the loop must not.
 func (m *machine) closeSock(sock *socket) {
+	sock.released = true
 	delete(m.open, sock)
 	m.startJob(func(context.Context) any {
 		sock.close()

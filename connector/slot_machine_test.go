@@ -91,3 +91,53 @@ func waitBox(t *testing.T, s *slot) <-chan any {
 		}
 	}
 }
+
+// A socket can end before the machine hears of the dial that made it: its
+// reader reports to the slot at once, the dial's job only after. The slot
+// must not then hold the dead socket as live, with nothing left to notice;
+// it connects again.
+func TestSocketEndedBeforeItsDialAnswerIsNotKeptLive(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{Queues: 1, Users: 1})
+	c, err := New(Options{
+		APIURL: sim.URL(), ClientID: sim.ClientID(), ClientSecret: sim.ClientSecret(),
+		Topics: fixedTopics(sim, 1), Logger: slog.New(slog.DiscardHandler),
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.newSlot(0, fixedTopics(sim, 1))
+	m := newMachine(s, context.Background())
+	defer m.shutdown()
+	m.connect()
+	ev := (<-waitBox(t, s)).(evConnected)
+	if ev.res.err != nil {
+		t.Fatal(ev.res.err)
+	}
+	dead := ev.res.sock
+	if err := sim.CloseSocket(ev.res.ch.ID); err != nil {
+		t.Fatal(err)
+	}
+	<-dead.done // its reader has reported its end to the slot
+	var ended []socketEvent
+	for _, x := range s.box.take() {
+		if se, ok := x.(socketEvent); ok && se.sock == dead && se.ended {
+			ended = append(ended, se)
+		}
+	}
+	if len(ended) != 1 {
+		t.Fatalf("the reader reported %d ends, want 1", len(ended))
+	}
+	// The end comes first, then the dial's answer.
+	if err := m.onSocket(ended[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.onConnected(ev); err != nil {
+		t.Fatal(err)
+	}
+	if m.sock == dead {
+		t.Fatalf("the slot holds a socket that has ended (state %s)", m.state)
+	}
+	if !m.connectJob.busy {
+		t.Fatal("the slot lost its socket and connects no more")
+	}
+}

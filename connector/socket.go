@@ -99,6 +99,10 @@ type socket struct {
 	lastSkipLog  time.Time
 	skippedQuiet int
 
+	// released is set by the slot's machine, the only goroutine that
+	// reads it, when it closes the socket: news of it is history.
+	released bool
+
 	pong chan struct{}
 	quit chan struct{} // closed by close: the reader stops reporting
 	done chan struct{} // closed when the reader has returned
