@@ -263,7 +263,7 @@ func BenchmarkE2ELatency(b *testing.B) {
 				}
 			})
 			<-e.js.PublishAsyncComplete()
-			baseP = append(baseP, percentiles(b, e, sent))
+			baseP = append(baseP, percentiles(b, e.js, e.sc.settings.Stream, sent))
 
 			// gcnats: one prepared event per write, so each has its own time.
 			batches := make([]*simulator.Batch, n)
@@ -278,7 +278,7 @@ func BenchmarkE2ELatency(b *testing.B) {
 				sent[ev.CorrelationID] = ev.At
 			})
 			e.waitAcked(before + uint64(n))
-			gcP = append(gcP, percentiles(b, e, sent))
+			gcP = append(gcP, percentiles(b, e.js, e.sc.settings.Stream, sent))
 		}
 	}
 	report := func(name string, ps [][4]float64) {
@@ -310,10 +310,10 @@ func pace(n, rate int, emit func(i int)) {
 
 // percentiles reads the stream back and returns p50, p99, p99.9 and max of
 // stored-at minus sent, in µs, matching messages by correlation id.
-func percentiles(b *testing.B, e *e2eEnv, sent map[string]time.Time) [4]float64 {
+func percentiles(b *testing.B, js jetstream.JetStream, stream string, sent map[string]time.Time) [4]float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cons, err := e.js.OrderedConsumer(ctx, e.sc.settings.Stream, jetstream.OrderedConsumerConfig{})
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		b.Fatal(err)
 	}

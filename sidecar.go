@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gcnats/gcnats/connector"
+	"github.com/gcnats/gcnats/internal/adaptprocs"
 	"github.com/gcnats/gcnats/publisher"
 	"github.com/gcnats/gcnats/subjects"
 )
@@ -27,7 +29,30 @@ func cmdRun(ctx context.Context, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(s, stderr)
+	stopProcs := adaptProcs(ctx, log)
+	defer stopProcs()
 	return runSidecar(ctx, s, log, nil)
+}
+
+// adaptProcs runs the process on one P while it is nearly idle (see
+// package adaptprocs) until ctx ends or the returned stop is called; stop
+// waits until the default is back. The sidecar's command does this, not
+// runSidecar: tests and benchmarks run sidecars inside their own process.
+func adaptProcs(ctx context.Context, log *slog.Logger) (stop func()) {
+	if why := adaptprocs.Fixed(); why != "" {
+		log.Debug("GOMAXPROCS stays as it is", "gomaxprocs", runtime.GOMAXPROCS(0), "because", why)
+		return func() {}
+	}
+	log.Debug("GOMAXPROCS follows the load", "default", runtime.GOMAXPROCS(0))
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		adaptprocs.Run(ctx, adaptprocs.WithOnChange(func(c adaptprocs.Change) {
+			log.Debug("GOMAXPROCS changed", "from", c.From, "to", c.To, "cores_used", c.Used)
+		}))
+	}()
+	return func() { cancel(); <-done }
 }
 
 // sidecar is one running gcnats: its NATS side, its Genesys side and the

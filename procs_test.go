@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/gcnats/gcnats/simulator"
+)
+
+// TestBinaryAdaptsGOMAXPROCS runs the binary without GOMAXPROCS set: idle,
+// it drops to one P; a burst of events brings the runtime's default back.
+// With GOMAXPROCS set, it leaves it alone.
+func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: the runtime's default is one P already")
+	}
+	bin := buildBinary(t)
+	sim := simulator.Start(t, simulator.Options{Queues: 1, Users: 20, BodyPadding: 512, Seed: 3, RecordLimit: 1000})
+	env := []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
+		"GENESYSCLOUD_API_URL=" + sim.URL(),
+		"GENESYSCLOUD_OAUTHCLIENT_ID=" + sim.ClientID(),
+		"GENESYSCLOUD_OAUTHCLIENT_SECRET=" + sim.ClientSecret(),
+		// The embedded server: its work counts as the process's load.
+		"GCNATS_STORE_DIR=" + t.TempDir(),
+		"GCNATS_EMBEDDED_LISTEN=127.0.0.1:0",
+		"GCNATS_TOPICS=v2.users.*.presence",
+		"GCNATS_HTTP_ADDR=127.0.0.1:0",
+		"GCNATS_LOG_LEVEL=debug",
+	}
+	// changed matches the log line of a change to a number of Ps that
+	// want accepts.
+	changed := func(want func(int) bool) func(string) bool {
+		return func(line string) bool {
+			var l struct {
+				Msg string
+				To  int
+			}
+			return json.Unmarshal([]byte(line), &l) == nil && l.Msg == "GOMAXPROCS changed" && want(l.To)
+		}
+	}
+
+	t.Run("follows the load", func(t *testing.T) {
+		p := startProcess(t, bin, env)
+		p.waitLine(t, "one P while idle", changed(func(n int) bool { return n == 1 }))
+
+		var topics []string
+		for _, u := range sim.Users() {
+			topics = append(topics, "v2.users."+u.ID+".presence")
+		}
+		var stop atomic.Bool
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for !stop.Load() {
+				sim.EmitN(200, topics...)
+			}
+		}()
+		p.waitLine(t, "the default back under load", changed(func(n int) bool { return n > 1 }))
+		stop.Store(true)
+		<-done
+		if code := p.terminate(t); code != 0 {
+			t.Fatalf("exit code %d:\n%s", code, p.all)
+		}
+	})
+
+	t.Run("set in the environment", func(t *testing.T) {
+		p := startProcess(t, bin, append(env, "GOMAXPROCS=2"))
+		p.waitLine(t, "GOMAXPROCS left alone", func(line string) bool {
+			return strings.Contains(line, `"msg":"GOMAXPROCS stays as it is"`) &&
+				strings.Contains(line, `"because":"GOMAXPROCS is set in the environment"`)
+		})
+		if code := p.terminate(t); code != 0 {
+			t.Fatalf("exit code %d:\n%s", code, p.all)
+		}
+		if strings.Contains(p.all.String(), "GOMAXPROCS changed") {
+			t.Fatalf("GOMAXPROCS changed although the environment set it:\n%s", p.all)
+		}
+	})
+}
