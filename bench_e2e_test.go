@@ -345,7 +345,7 @@ func percentiles(b *testing.B, js jetstream.JetStream, stream string, sent map[s
 	return [4]float64{q(0.50), q(0.99), q(0.999), lat[len(lat)-1]}
 }
 
-func freeAddr(b *testing.B) string {
+func freeAddr(b testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

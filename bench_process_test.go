@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +32,9 @@ import (
 // Beside it, in the same round and measured the same way:
 //   - gcnats with GOMAXPROCS=1, which is what the Kubernetes manifests'
 //     CPU limit of one core gives it (Go sizes GOMAXPROCS to the limit);
+//   - gcnats with GOMAXPROCS pinned to the number of CPUs, Go's default
+//     without a CPU limit, which the binary leaves for one P while the
+//     load is light (package adaptprocs);
 //   - the plain forwarder (internal/plainforwarder): encoding/json and one
 //     synchronous JetStream publish per event, the straightforward program
 //     with none of gcnats' guarantees, as the floor of what this machine
@@ -86,7 +91,7 @@ func BenchmarkProcess(b *testing.B) {
 		return f
 	}
 
-	var gc, gc1, pl, rd, rdRaw, self []processFigures
+	var gc, gc1, gcN, pl, rd, rdRaw, self []processFigures
 	for range b.N {
 		for range benchRounds {
 			addr := freeAddr(b)
@@ -108,6 +113,16 @@ func BenchmarkProcess(b *testing.B) {
 			})
 			f, _ = measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, events(), emit)
 			gc1 = append(gc1, f)
+
+			addr = freeAddr(b)
+			env = slices.Concat(base, []string{
+				"GCNATS_TOPICS=v2.users.*.presence",
+				"GCNATS_HTTP_ADDR=" + addr,
+				"GCNATS_LOG_LEVEL=warn",
+				"GOMAXPROCS=" + strconv.Itoa(runtime.NumCPU()),
+			})
+			f, _ = measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, events(), emit)
+			gcN = append(gcN, f)
 
 			pl = append(pl, runPlain())
 			rd = append(rd, runPlain("PLAIN_READ_ONLY=1"))
@@ -142,12 +157,13 @@ func BenchmarkProcess(b *testing.B) {
 	for _, p := range []struct {
 		prefix string
 		figs   []processFigures
-	}{{"", gc}, {"gomaxprocs1-", gc1}, {"plain-", pl}, {"read-only-", rd}, {"read-only-raw-io-", rdRaw}} {
+	}{{"", gc}, {"gomaxprocs1-", gc1}, {"gomaxprocs-ncpu-", gcN}, {"plain-", pl}, {"read-only-", rd}, {"read-only-raw-io-", rdRaw}} {
 		for _, fig := range figures {
 			b.ReportMetric(med(p.figs, fig.pick), p.prefix+fig.unit)
 		}
 	}
 	b.ReportMetric(med(gc, perEvent)/med(pl, perEvent), "cpu-ratio-to-plain")
+	b.ReportMetric(med(gc, perEvent)/med(gcN, perEvent), "cpu-ratio-to-gomaxprocs-ncpu")
 	// This process (simulator and JetStream server) has no ready time, RSS
 	// or monitor figures of its own here.
 	b.ReportMetric(med(self, idle), "baseline-idle-cpu-%")

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"runtime"
 	"strings"
@@ -29,7 +31,6 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 		"GCNATS_STORE_DIR=" + t.TempDir(),
 		"GCNATS_EMBEDDED_LISTEN=127.0.0.1:0",
 		"GCNATS_TOPICS=v2.users.*.presence",
-		"GCNATS_HTTP_ADDR=127.0.0.1:0",
 		"GCNATS_LOG_LEVEL=debug",
 	}
 	// changed matches the log line of a change to a number of Ps that
@@ -45,8 +46,12 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 	}
 
 	t.Run("follows the load", func(t *testing.T) {
-		p := startProcess(t, bin, env)
+		addr := freeAddr(t)
+		p := startProcess(t, bin, append(env, "GCNATS_HTTP_ADDR="+addr))
 		p.waitLine(t, "one P while idle", changed(func(n int) bool { return n == 1 }))
+		if got := gomaxprocsMetric(t, addr); got != "1" {
+			t.Fatalf("go_sched_gomaxprocs_threads %q after the change to one P", got)
+		}
 
 		var topics []string
 		for _, u := range sim.Users() {
@@ -69,7 +74,7 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 	})
 
 	t.Run("set in the environment", func(t *testing.T) {
-		p := startProcess(t, bin, append(env, "GOMAXPROCS=2"))
+		p := startProcess(t, bin, append(env, "GOMAXPROCS=2", "GCNATS_HTTP_ADDR=127.0.0.1:0"))
 		p.waitLine(t, "GOMAXPROCS left alone", func(line string) bool {
 			return strings.Contains(line, `"msg":"GOMAXPROCS stays as it is"`) &&
 				strings.Contains(line, `"because":"GOMAXPROCS is set in the environment"`)
@@ -81,4 +86,26 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 			t.Fatalf("GOMAXPROCS changed although the environment set it:\n%s", p.all)
 		}
 	})
+}
+
+// gomaxprocsMetric reads go_sched_gomaxprocs_threads from the process's
+// /metrics.
+func gomaxprocsMetric(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, "go_sched_gomaxprocs_threads "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no go_sched_gomaxprocs_threads in /metrics:\n%s", body)
+	return ""
 }
