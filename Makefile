@@ -25,7 +25,7 @@ chaos: ## a seeded, randomized fault schedule against every guarantee; GCNATS_CH
 demo: ## JetStream, a simulated Genesys org and the sidecar, all embedded
 	$(GO) run . demo
 
-bench: ## the hot path's benchmarks, then the whole product's (bench_e2e_test.go), each beside its baseline; about 9 minutes
+bench: ## the hot path's benchmarks, then the whole product's (bench_e2e_test.go), each beside its baseline; about 10 minutes
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./connector/ ./subjects/ ./publisher/
 	$(GO) test -run '^$$' -bench '^Benchmark(Demux|HotPath)$$' -benchmem -count 3 .
 	$(GO) test -run '^$$' -bench '^Benchmark(E2E|Process)' -benchtime 1x -count 3 -timeout 30m .
