@@ -51,31 +51,22 @@ func BenchmarkProcess(b *testing.B) {
 	)
 	bin := buildBinary(b)
 	plain := buildPlainForwarder(b)
-	sim := simulator.Start(b, simulator.Options{Queues: 1, Users: topics, BodyPadding: 512, Seed: 9, RecordLimit: 1000})
-	var topicList []string
-	for _, u := range sim.Users() {
-		topicList = append(topicList, "v2.users."+u.ID+".presence")
-	}
 	srv, err := publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer srv.Shutdown()
 	plainStream(b, srv.ClientURL())
+	org := newProcessOrg(b, topics, 9, "NATS_URL="+srv.ClientURL())
+	sim, base := org.sim, org.env
 	topicsFile := filepath.Join(b.TempDir(), "topics")
-	if err := os.WriteFile(topicsFile, []byte(strings.Join(topicList, "\n")), 0o600); err != nil {
+	if err := os.WriteFile(topicsFile, []byte(strings.Join(org.topics, "\n")), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	base := append(os.Environ(),
-		"GENESYSCLOUD_API_URL="+sim.URL(),
-		"GENESYSCLOUD_OAUTHCLIENT_ID="+sim.ClientID(),
-		"GENESYSCLOUD_OAUTHCLIENT_SECRET="+sim.ClientSecret(),
-		"NATS_URL="+srv.ClientURL(),
-	)
 	events := func() []*simulator.Batch {
 		batches := make([]*simulator.Batch, rate*5)
 		for i := range batches {
-			batches[i] = sim.Prepare(1, topicList[i%topics])
+			batches[i] = sim.Prepare(1, org.topics[i%topics])
 		}
 		return batches
 	}
@@ -91,37 +82,21 @@ func BenchmarkProcess(b *testing.B) {
 		return f
 	}
 
+	// gcnats runs three ways in each round: as it chooses GOMAXPROCS,
+	// pinned to 1 and pinned to the CPU count.
+	gcnats := func(extra ...string) (processFigures, processFigures) {
+		addr := freeAddr(b)
+		env := slices.Concat(base, []string{"GCNATS_HTTP_ADDR=" + addr}, extra)
+		return measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, events(), emit)
+	}
 	var gc, gc1, gcN, pl, rd, rdRaw, self []processFigures
 	for range b.N {
 		for range benchRounds {
-			addr := freeAddr(b)
-			env := slices.Concat(base, []string{
-				"GCNATS_TOPICS=v2.users.*.presence",
-				"GCNATS_HTTP_ADDR=" + addr,
-				"GCNATS_LOG_LEVEL=warn",
-				"GCNATS_PPROF_ADDR=" + os.Getenv("GCNATS_BENCH_PPROF_ADDR"),
-			})
-			f, s := measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, events(), emit)
+			f, s := gcnats("GCNATS_PPROF_ADDR=" + os.Getenv("GCNATS_BENCH_PPROF_ADDR"))
 			gc, self = append(gc, f), append(self, s)
-
-			addr = freeAddr(b)
-			env = slices.Concat(base, []string{
-				"GCNATS_TOPICS=v2.users.*.presence",
-				"GCNATS_HTTP_ADDR=" + addr,
-				"GCNATS_LOG_LEVEL=warn",
-				"GOMAXPROCS=1",
-			})
-			f, _ = measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, events(), emit)
+			f, _ = gcnats(pinnedOne)
 			gc1 = append(gc1, f)
-
-			addr = freeAddr(b)
-			env = slices.Concat(base, []string{
-				"GCNATS_TOPICS=v2.users.*.presence",
-				"GCNATS_HTTP_ADDR=" + addr,
-				"GCNATS_LOG_LEVEL=warn",
-				"GOMAXPROCS=" + strconv.Itoa(runtime.NumCPU()),
-			})
-			f, _ = measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, events(), emit)
+			f, _ = gcnats(pinnedNCPU())
 			gcN = append(gcN, f)
 
 			pl = append(pl, runPlain())
@@ -217,12 +192,7 @@ func measureProcess(b *testing.B, cmd *exec.Cmd, env []string, ready func() bool
 	self.perEvent = float64((s2 - s1).Microseconds()) / float64(len(batches))
 	proc.hwm = vmHWM(b, pid)
 
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exit:
-	case <-time.After(30 * time.Second):
-		b.Fatal("process did not stop")
-	}
+	p.stop(b)
 	return proc, self
 }
 
@@ -277,4 +247,91 @@ func plainStream(b *testing.B, url string) uint64 {
 		b.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// processOrg is the simulated org the process benchmarks point the binary
+// at, and the environment that does it.
+type processOrg struct {
+	sim    *simulator.Server
+	topics []string // each user's presence topic
+	// env is this process's environment without GOMAXPROCS (each run sets
+	// its own or none), the org's settings, the topics, and extra.
+	env []string
+}
+
+func newProcessOrg(b *testing.B, users int, seed uint64, extra ...string) *processOrg {
+	o := &processOrg{sim: simulator.Start(b, simulator.Options{Queues: 1, Users: users, BodyPadding: 512, Seed: seed, RecordLimit: 1000})}
+	for _, u := range o.sim.Users() {
+		o.topics = append(o.topics, "v2.users."+u.ID+".presence")
+	}
+	o.env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })
+	o.env = slices.Concat(o.env, []string{
+		"GENESYSCLOUD_API_URL=" + o.sim.URL(),
+		"GENESYSCLOUD_OAUTHCLIENT_ID=" + o.sim.ClientID(),
+		"GENESYSCLOUD_OAUTHCLIENT_SECRET=" + o.sim.ClientSecret(),
+		"GCNATS_TOPICS=v2.users.*.presence",
+		"GCNATS_LOG_LEVEL=warn",
+	}, extra)
+	return o
+}
+
+// pinnedOne pins the binary to one P, as a CPU limit of one core does.
+const pinnedOne = "GOMAXPROCS=1"
+
+// pinnedNCPU pins the binary to the CPU count: Go's default without a CPU
+// limit, which gcnats otherwise leaves for one P while the load is light.
+func pinnedNCPU() string { return "GOMAXPROCS=" + strconv.Itoa(runtime.NumCPU()) }
+
+// procsVariants are the three ways BenchmarkProcessLatency and
+// BenchmarkProcessBurst run the binary, by metric prefix.
+var procsVariants = []struct {
+	prefix string
+	env    []string
+}{
+	{"", nil},
+	{"pinned-ncpu-", []string{pinnedNCPU()}},
+	{"pinned-1-", []string{pinnedOne}},
+}
+
+// startReady starts bin with env, its endpoints on a free address, and
+// waits until /readyz answers 200.
+func startReady(b *testing.B, bin string, env []string) *process {
+	addr := freeAddr(b)
+	p := startProcess(b, bin, append(slices.Clip(env), "GCNATS_HTTP_ADDR="+addr))
+	deadline := time.Now().Add(time.Minute)
+	for !isReady(addr) {
+		if time.Now().After(deadline) {
+			b.Fatalf("not ready after a minute:\n%s", p.all)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return p
+}
+
+// stop sends SIGTERM and waits for the process to end.
+func (p *process) stop(b *testing.B) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exit:
+	case <-time.After(30 * time.Second):
+		b.Fatalf("process did not stop:\n%s", p.all)
+	}
+}
+
+// waitStored waits until stream holds want messages.
+func waitStored(b *testing.B, stream jetstream.Stream, want uint64) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		info, err := stream.Info(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if info.State.Msgs >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("stored %d of %d after two minutes", info.State.Msgs, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
