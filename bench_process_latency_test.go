@@ -6,10 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/gcnats/gcnats/publisher"
 	"github.com/gcnats/gcnats/simulator"
 )
 
@@ -30,20 +26,7 @@ func BenchmarkProcessLatency(b *testing.B) {
 		n        = int(rate * duration / time.Second)
 	)
 	bin := buildBinary(b)
-	srv, err := publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, js := benchJetStream(b)
 	org := newProcessOrg(b, topics, 11, "NATS_URL="+srv.ClientURL())
 	type figures struct {
 		lat      [4]float64

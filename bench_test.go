@@ -124,17 +124,7 @@ func BenchmarkDemux(b *testing.B) {
 // straightforward publisher that decodes with encoding/json and builds a
 // fresh nats.Msg per event, on the same frames and server.
 func BenchmarkHotPath(b *testing.B) {
-	srv, err := publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	_, js := benchJetStream(b, jetstream.WithPublishAsyncMaxPending(4096))
 	ctx := context.Background()
 	// A short duplicate window: the benchmark cycles over a fixed set of
 	// frames and should measure storing, not deduplicating.
@@ -196,4 +186,24 @@ func BenchmarkHotPath(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchJetStream starts a JetStream server in this process (file storage)
+// for the benchmark and connects to it; both end with the benchmark.
+func benchJetStream(b *testing.B, opts ...jetstream.JetStreamOpt) (*publisher.Embedded, jetstream.JetStream) {
+	srv, err := publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv, js
 }
