@@ -6,8 +6,8 @@
 // scheduler answers each such wake-up by waking a second thread to spin for
 // more work, in case some follows; on a virtual machine a thread wake-up
 // costs more than everything else the sidecar does with an event. Measured
-// at 1,000 events/s on 2 vCPUs: 4 wake-ups and about 110 µs of CPU an event
-// with two Ps, 2 and about 85 µs with one. Under load the second P is worth
+// at 1,000 events/s on 2 vCPUs: 4 wake-ups and about 120 µs of CPU an event
+// with two Ps, 2 and about 80 µs with one. Under load the second P is worth
 // having (an embedded JetStream server shares the process), so Run watches
 // the process's CPU time and moves between the two: one P after a few quiet
 // intervals, the runtime's default again as soon as an interval is busy.
@@ -70,7 +70,7 @@ type Change struct {
 }
 
 // Fixed says why Run would leave GOMAXPROCS alone in this process, or ""
-// when it adapts it.
+// when it adapts it. It reads GOMAXPROCS as it is: ask before Run starts.
 func Fixed() string {
 	if _, set := os.LookupEnv("GOMAXPROCS"); set {
 		return "GOMAXPROCS is set in the environment"
