@@ -55,7 +55,6 @@ type e2eEnv struct {
 	b      *testing.B
 	sim    *simulator.Server
 	srv    *publisher.Embedded
-	nc     *nats.Conn
 	js     jetstream.JetStream
 	sc     *sidecar
 	topics []string
@@ -69,19 +68,7 @@ func startE2E(b *testing.B, topics, padding int) *e2eEnv {
 	for _, u := range e.sim.Users() {
 		e.topics = append(e.topics, "v2.users."+u.ID+".presence")
 	}
-	var err error
-	e.srv, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(e.srv.Shutdown)
-	if e.nc, err = nats.Connect(e.srv.ClientURL()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(e.nc.Close)
-	if e.js, err = jetstream.New(e.nc, jetstream.WithPublishAsyncMaxPending(4096)); err != nil {
-		b.Fatal(err)
-	}
+	e.srv, e.js = benchJetStream(b, jetstream.WithPublishAsyncMaxPending(4096))
 	s, err := loadSettings(map[string]string{
 		"GENESYSCLOUD_API_URL":            e.sim.URL(),
 		"GENESYSCLOUD_OAUTHCLIENT_ID":     e.sim.ClientID(),

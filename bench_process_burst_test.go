@@ -30,7 +30,7 @@ func BenchmarkProcessBurst(b *testing.B) {
 		for range benchRounds {
 			for vi, v := range procsVariants {
 				listen := freeAddr(b)
-				p := startReady(b, bin, slices.Concat(org.env, v.env, []string{
+				p, addr := startReady(b, bin, slices.Concat(org.env, v.env, []string{
 					"GCNATS_EMBEDDED_LISTEN=" + listen, "GCNATS_STORE_DIR=" + b.TempDir()}))
 				nc, err := nats.Connect("nats://" + listen)
 				if err != nil {
@@ -45,9 +45,7 @@ func BenchmarkProcessBurst(b *testing.B) {
 					b.Fatal(err)
 				}
 				batch := org.sim.Prepare(burst, org.topics...)
-				// Idle long enough to be on one P if it chooses so (2 s
-				// without load).
-				time.Sleep(3 * time.Second)
+				settle(b, addr, v.env)
 
 				start := time.Now()
 				org.sim.EmitBatch(batch)

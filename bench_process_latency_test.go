@@ -36,7 +36,7 @@ func BenchmarkProcessLatency(b *testing.B) {
 	for range b.N {
 		for range benchRounds {
 			for vi, v := range procsVariants {
-				p := startReady(b, bin, slices.Concat(org.env, v.env))
+				p, addr := startReady(b, bin, slices.Concat(org.env, v.env))
 				stream, err := js.Stream(context.Background(), "GENESYS")
 				if err != nil {
 					b.Fatal(err)
@@ -48,9 +48,7 @@ func BenchmarkProcessLatency(b *testing.B) {
 				for i := range batches {
 					batches[i] = org.sim.Prepare(1, org.topics[i%topics])
 				}
-				// Start-up's garbage collected, and the binary on one P if
-				// it chooses to be (after 2 s without load).
-				time.Sleep(3 * time.Second)
+				settle(b, addr, v.env)
 
 				pid := p.cmd.Process.Pid
 				c0 := cpuOf(b, pid)

@@ -294,10 +294,11 @@ var procsVariants = []struct {
 }
 
 // startReady starts bin with env, its endpoints on a free address, and
-// waits until /readyz answers 200.
-func startReady(b *testing.B, bin string, env []string) *process {
-	addr := freeAddr(b)
-	p := startProcess(b, bin, append(slices.Clip(env), "GCNATS_HTTP_ADDR="+addr))
+// waits until /readyz answers 200; it returns the process and that
+// address.
+func startReady(b *testing.B, bin string, env []string) (p *process, addr string) {
+	addr = freeAddr(b)
+	p = startProcess(b, bin, append(slices.Clip(env), "GCNATS_HTTP_ADDR="+addr))
 	deadline := time.Now().Add(time.Minute)
 	for !isReady(addr) {
 		if time.Now().After(deadline) {
@@ -305,7 +306,20 @@ func startReady(b *testing.B, bin string, env []string) *process {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return p
+	return p, addr
+}
+
+// settle lets a process started by startReady idle for 3 s: start-up's
+// garbage is collected and, when it chooses its GOMAXPROCS (no env),
+// it is on one P by then (after 2 s without load), which /metrics must
+// confirm, or the figures would mix the two.
+func settle(b *testing.B, addr string, env []string) {
+	time.Sleep(3 * time.Second)
+	if len(env) == 0 {
+		if got := gomaxprocsMetric(b, addr); got != "1" {
+			b.Fatalf("GOMAXPROCS %s after 3 s idle, not 1", got)
+		}
+	}
 }
 
 // stop sends SIGTERM and waits for the process to end.

@@ -94,7 +94,7 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 
 // gomaxprocsMetric reads go_sched_gomaxprocs_threads from the process's
 // /metrics.
-func gomaxprocsMetric(t *testing.T, addr string) string {
+func gomaxprocsMetric(t testing.TB, addr string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
