@@ -33,18 +33,8 @@ func (b *lockedBuffer) String() string {
 // and nothing under way to bring one back says so at error level and
 // connects again instead of sleeping for ever.
 func TestStrandedSlotConnectsAgain(t *testing.T) {
-	sim := simulator.Start(t, simulator.Options{Queues: 1, Users: 1})
 	var logs lockedBuffer
-	c, err := New(Options{
-		APIURL: sim.URL(), ClientID: sim.ClientID(), ClientSecret: sim.ClientSecret(),
-		Topics: fixedTopics(sim, 1), Logger: slog.New(slog.NewTextHandler(&logs, nil)),
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := c.newSlot(0, fixedTopics(sim, 1))
-	m := newMachine(s, context.Background())
-	defer m.shutdown()
+	_, s, m := newTestMachine(t, slog.New(slog.NewTextHandler(&logs, nil)))
 	for _, st := range []slotState{connecting, backingOff, live} {
 		m.state = st
 		m.unstrand()
@@ -97,17 +87,7 @@ func waitBox(t *testing.T, s *slot) <-chan any {
 // must not then hold the dead socket as live, with nothing left to notice;
 // it connects again.
 func TestSocketEndedBeforeItsDialAnswerIsNotKeptLive(t *testing.T) {
-	sim := simulator.Start(t, simulator.Options{Queues: 1, Users: 1})
-	c, err := New(Options{
-		APIURL: sim.URL(), ClientID: sim.ClientID(), ClientSecret: sim.ClientSecret(),
-		Topics: fixedTopics(sim, 1), Logger: slog.New(slog.DiscardHandler),
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := c.newSlot(0, fixedTopics(sim, 1))
-	m := newMachine(s, context.Background())
-	defer m.shutdown()
+	sim, s, m := newTestMachine(t, slog.New(slog.DiscardHandler))
 	m.connect()
 	ev := (<-waitBox(t, s)).(evConnected)
 	if ev.res.err != nil {
@@ -140,4 +120,23 @@ func TestSocketEndedBeforeItsDialAnswerIsNotKeptLive(t *testing.T) {
 	if !m.connectJob.busy {
 		t.Fatal("the slot lost its socket and connects no more")
 	}
+}
+
+// newTestMachine is one slot's machine, for a connector against a
+// simulated org of one topic (returned too), driven by the test itself
+// rather than by a running slot; it shuts down with the test.
+func newTestMachine(t *testing.T, log *slog.Logger) (*simulator.Server, *slot, *machine) {
+	t.Helper()
+	sim := simulator.Start(t, simulator.Options{Queues: 1, Users: 1})
+	c, err := New(Options{
+		APIURL: sim.URL(), ClientID: sim.ClientID(), ClientSecret: sim.ClientSecret(),
+		Topics: fixedTopics(sim, 1), Logger: log,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.newSlot(0, fixedTopics(sim, 1))
+	m := newMachine(s, context.Background())
+	t.Cleanup(m.shutdown)
+	return sim, s, m
 }
