@@ -495,7 +495,6 @@ func (m *machine) chID() string {
 // and the subscriptions of a channel it made, which nobody will read.
 func (m *machine) discard(res connectResult) {
 	if res.sock != nil {
-		delete(m.endedEarly, res.sock)
 		m.closeSock(res.sock)
 	}
 	if res.made {
@@ -512,6 +511,7 @@ func (m *machine) discard(res connectResult) {
 func (m *machine) closeSock(sock *socket) {
 	sock.released = true
 	delete(m.open, sock)
+	delete(m.endedEarly, sock) // whatever path let it go, its early end is history too
 	m.startJob(func(context.Context) any {
 		sock.close()
 		return nil
