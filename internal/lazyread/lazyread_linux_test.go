@@ -1,24 +1,48 @@
 package lazyread
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/gcnats/gcnats/internal/conntest"
 )
 
 // pair dials a lazy client connection to a plain server side.
 func pair(t *testing.T, linger time.Duration) (*conn, net.Conn) {
 	t.Helper()
-	c, server := conntest.Pair(t, (&Dialer{Linger: linger}).DialContext)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := (&Dialer{Linger: linger}).DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); server.Close() })
 	return c.(*conn), server
 }
 
@@ -42,17 +66,6 @@ func write(t *testing.T, c net.Conn, s string) {
 	if _, err := c.Write([]byte(s)); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// lingeringRead makes two writes close together, so that the next read
-// lingers, starts that read, and returns once it lingers.
-func lingeringRead(t *testing.T, c *conn, waiting <-chan struct{}) <-chan string {
-	t.Helper()
-	write(t, c, "a")
-	write(t, c, "b")
-	got := readAsync(c)
-	<-waiting
-	return got
 }
 
 // lingering reports each time c's reader starts to wait for a write.
@@ -151,7 +164,10 @@ func TestInThePollerOnlyWhileWaitingThere(t *testing.T) {
 		t.Fatalf("read %q", s)
 	}
 
-	got = lingeringRead(t, c, waiting)
+	write(t, c, "a")
+	write(t, c, "b") // frequent writes: the next read lingers
+	got = readAsync(c)
+	<-waiting
 	if polled(t)[socket] {
 		t.Fatal("the socket is in the runtime's poller while its reader lingers")
 	}
@@ -166,7 +182,14 @@ func TestInThePollerOnlyWhileWaitingThere(t *testing.T) {
 // does not return it before, and returns it as soon as the write is made.
 func TestAnswerRidesOnTheNextWrite(t *testing.T) {
 	c, server := pair(t, time.Hour)
-	got := lingeringRead(t, c, lingering(t, c))
+	waiting := lingering(t, c)
+	write(t, c, "a")
+	write(t, c, "b") // two writes well within the linger: frequent
+	if _, err := io.ReadFull(server, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	got := readAsync(c)
+	<-waiting
 	write(t, server, "answer")
 	select {
 	case s := <-got:
@@ -183,7 +206,10 @@ func TestAnswerRidesOnTheNextWrite(t *testing.T) {
 func TestAnswerReadAfterTheLinger(t *testing.T) {
 	c, server := pair(t, 20*time.Millisecond)
 	waiting := lingering(t, c)
-	got := lingeringRead(t, c, waiting)
+	write(t, c, "a")
+	write(t, c, "b")
+	got := readAsync(c)
+	<-waiting
 	write(t, server, "answer")
 	if s := <-got; s != "answer" {
 		t.Fatalf("read %q, want the answer", s)
@@ -212,29 +238,39 @@ func TestQuietConnectionReadsEagerly(t *testing.T) {
 	}
 }
 
-// The net.Conn contract's checks that rawio's connections pass too:
-// reads and writes through full buffers wait in the poller and poll(2).
-func TestConnContract(t *testing.T) {
-	t.Run("large transfers both ways", func(t *testing.T) {
-		c, server := pair(t, 0)
-		conntest.LargeTransfersBothWays(t, c, server)
-	})
-	t.Run("EOF when the peer closes", func(t *testing.T) {
-		c, server := pair(t, 0)
-		conntest.EOFWhenPeerCloses(t, c, server)
-	})
-	t.Run("write to a reset peer", func(t *testing.T) {
-		c, server := pair(t, 0)
-		conntest.WriteToResetPeer(t, c, server)
-	})
-	// TLS runs over a lazy connection as over any other: a NATS
-	// connection with NATS_CA set is made that way.
-	t.Run("TLS", func(t *testing.T) {
-		dialled := conntest.TLSRoundTrip(t, (&Dialer{}).DialContext)
-		if _, lazy := dialled[0].(*conn); len(dialled) != 1 || !lazy {
-			t.Fatalf("dialled %d connections (%T), want 1 lazy", len(dialled), dialled[0])
-		}
-	})
+// Both directions carry more than the sockets' buffers hold, so reads and
+// writes meet EAGAIN and wait in poll(2), and every byte arrives in order.
+func TestLargeTransfersBothWays(t *testing.T) {
+	c, server := pair(t, 0)
+	data := make([]byte, 16<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	for _, dir := range []struct {
+		name     string
+		from, to net.Conn
+	}{{"write", c, server}, {"read", server, c}} {
+		t.Run(dir.name, func(t *testing.T) {
+			errc := make(chan error, 1)
+			go func() {
+				n, err := dir.from.Write(data)
+				if err == nil && n != len(data) {
+					err = io.ErrShortWrite
+				}
+				errc <- err
+			}()
+			got := make([]byte, len(data))
+			if _, err := io.ReadFull(dir.to, got); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatal("bytes differ")
+			}
+		})
+	}
 }
 
 // Many small request-reply exchanges in a row, as a JetStream publisher
@@ -275,6 +311,16 @@ func TestManyExchanges(t *testing.T) {
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestEOFWhenPeerCloses(t *testing.T) {
+	c, server := pair(t, 0)
+	write(t, server, "last")
+	server.Close()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "last" {
+		t.Fatalf("read %q, %v; want \"last\" and EOF", got, err)
 	}
 }
 
@@ -347,7 +393,10 @@ func TestCloseEndsWaits(t *testing.T) {
 	t.Run("lingering read", func(t *testing.T) {
 		c, _ := pair(t, time.Hour)
 		waiting := lingering(t, c)
-		got := lingeringRead(t, c, waiting)
+		write(t, c, "a")
+		write(t, c, "b")
+		got := readAsync(c)
+		<-waiting
 		c.Close()
 		if s := <-got; !strings.Contains(s, net.ErrClosed.Error()) {
 			t.Fatalf("read: %s, want net.ErrClosed", s)
@@ -378,6 +427,69 @@ func TestCloseEndsWaits(t *testing.T) {
 			t.Fatalf("second Close: %v, want net.ErrClosed", err)
 		}
 	})
+}
+
+// A write to a peer that has gone reports the system's error instead of
+// blocking or claiming success.
+func TestWriteToResetPeer(t *testing.T) {
+	c, server := pair(t, 0)
+	server.(*net.TCPConn).SetLinger(0) // close with RST
+	server.Close()
+	chunk := make([]byte, 64<<10)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := c.Write(chunk)
+		if err != nil {
+			var oe *net.OpError
+			if !errors.As(err, &oe) || oe.Op != "write" {
+				t.Fatalf("write error %v is not a write *net.OpError", err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writes to a reset peer kept succeeding")
+		}
+	}
+}
+
+// TLS runs over a lazy connection as over any other: a NATS connection
+// with NATS_CA set is made that way.
+func TestTLSOverLazyConnection(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, err := io.ReadAll(r.Body)
+		if err != nil || !bytes.Equal(got, body) {
+			http.Error(w, "request body differs", http.StatusBadRequest)
+			return
+		}
+		w.Write(body)
+	}))
+	defer srv.Close()
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	lazy := 0
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&Dialer{}).DialContext(ctx, network, addr)
+		if _, ok := c.(*conn); ok {
+			lazy++
+		}
+		return c, err
+	}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Post(srv.URL, "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+		t.Fatalf("status %d, %d bytes back; want 200 and the 1 MiB sent", resp.StatusCode, len(got))
+	}
+	if lazy != 1 {
+		t.Fatalf("%d lazy connections dialled, want 1", lazy)
+	}
 }
 
 // echo answers every 4 bytes the client writes with the same 4 bytes,
@@ -502,11 +614,31 @@ func TestStreamKeepsLingering(t *testing.T) {
 // write reads it at once when the dialer is told that someone waits for
 // it, and the next answer too, without a write between.
 func TestHurryEndsALinger(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		s, err := ln.Accept()
+		if err == nil {
+			accepted <- s
+		}
+	}()
 	d := &Dialer{Linger: time.Hour}
-	nc, server := conntest.Pair(t, d.DialContext)
+	nc, err := d.DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-accepted
+	t.Cleanup(func() { nc.Close(); server.Close() })
 	c := nc.(*conn)
 	waiting := lingering(t, c)
-	got := lingeringRead(t, c, waiting)
+	write(t, c, "a")
+	write(t, c, "b")
+	got := readAsync(c)
+	<-waiting
 	write(t, server, "answer")
 	d.Hurry()
 	if s := <-got; s != "answer" {
