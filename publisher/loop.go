@@ -105,9 +105,6 @@ func (p *Publisher) run() {
 		p.armLazy()
 		p.release()
 		ackC := p.ackWakes()
-		if ackC != nil {
-			p.link.hurry()
-		}
 		// Only run replaces p.link, so run reads it unlocked.
 		status := p.link.status
 		p.sendMu.Unlock()

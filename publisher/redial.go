@@ -21,19 +21,12 @@ type link struct {
 	status  chan nats.Status // CONNECTED resumes sending; RECONNECTING voids what is in flight; CLOSED starts a redial
 	prevErr nats.ErrHandler  // the connection's handler before ours, which ours calls
 	owned   bool             // dialled by the publisher, so closed by it
-	// hurry tells the connection that something waits for its next
-	// answer: its reader may hold answers back while writes keep coming
-	// (see package lazyread). A no-op for a connection dialled otherwise.
-	hurry func()
 }
 
 // newLink makes the publisher's context on base's connection, honouring its
 // domain or API prefix, and listens to the connection's status and errors.
 func (p *Publisher) newLink(base jetstream.JetStream, gen uint64, owned bool) (*link, error) {
-	l := &link{gen: gen, nc: base.Conn(), owned: owned, hurry: func() {}}
-	if h, ok := l.nc.Opts.CustomDialer.(interface{ Hurry() }); ok {
-		l.hurry = h.Hurry
-	}
+	l := &link{gen: gen, nc: base.Conn(), owned: owned}
 	opts := base.Options()
 	jsOpts := []jetstream.JetStreamOpt{jetstream.WithDefaultTimeout(opts.DefaultTimeout)}
 	if opts.ClientTrace != nil {

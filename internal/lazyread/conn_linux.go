@@ -31,9 +31,8 @@ type conn struct {
 	done   chan struct{}
 
 	// kick holds a token while a write has happened since the reader last
-	// looked; hurryC while someone waits for the next answer (Hurry).
-	kick, hurryC chan struct{}
-	dialer       *Dialer
+	// looked.
+	kick chan struct{}
 
 	readDeadline, writeDeadline atomic.Int64 // Unix nanoseconds; 0: none
 
@@ -43,19 +42,12 @@ type conn struct {
 	linger      time.Duration
 	lingerTimer *time.Timer
 	reader      readerState // touched by one reading goroutine at a time
-
-	// polled is a duplicate of fd registered with the network poller while
-	// the reader waits there (see register); pollMu orders its changes
-	// with Close.
-	pollMu   sync.Mutex
-	polled   *os.File
-	polledRC syscall.RawConn
 }
 
 // detach moves tc's connection to a duplicate descriptor that the network
 // poller does not know: closing tc removes its own descriptor from the
 // poller, and the duplicate keeps the connection open.
-func detach(tc *net.TCPConn, linger time.Duration, d *Dialer) (net.Conn, error) {
+func detach(tc *net.TCPConn, linger time.Duration) (net.Conn, error) {
 	defer tc.Close()
 	rc, err := tc.SyscallConn()
 	if err != nil {
@@ -80,29 +72,18 @@ func detach(tc *net.TCPConn, linger time.Duration, d *Dialer) (net.Conn, error) 
 	}
 	timer := time.NewTimer(linger)
 	timer.Stop()
-	c := &conn{
+	return &conn{
 		fd: fd, wake: wake,
 		laddr: tc.LocalAddr(), raddr: tc.RemoteAddr(),
-		dialer: d,
 		done:   make(chan struct{}),
 		kick:   make(chan struct{}, 1),
-		hurryC: make(chan struct{}, 1),
 		linger: linger, lingerTimer: timer,
-	}
-	d.track(c)
-	return c, nil
-}
-
-func (c *conn) hurry() {
-	select {
-	case c.hurryC <- struct{}{}:
-	default:
-	}
+	}, nil
 }
 
 // Read reads what has arrived; when nothing has, it waits as the package
 // doc describes: for the next write or the linger after a write, else in
-// the network poller.
+// poll(2).
 func (c *conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -119,152 +100,27 @@ func (c *conn) Read(p []byte) (int, error) {
 			return 0, c.opError("read", err)
 		}
 		c.reader.overdue = false
-		switch c.nextWait() {
-		case lookAgain:
-		case lingerForWrite:
-			if err := c.lingerForWrite(); err != nil {
-				return 0, c.opError("read", err)
-			}
-		case waitInPoller:
-			n, err := c.readPolled(p)
-			switch {
-			case err != nil:
-				return 0, c.opError("read", err)
-			case n == 0:
-				return 0, io.EOF
-			}
-			c.reader.found()
-			return n, nil
+		if err := c.waitToRead(); err != nil {
+			return 0, c.opError("read", err)
 		}
 	}
 }
 
-// How the reader waits after a read found nothing.
-type wait int
-
-const (
-	lookAgain      wait = iota // at once: the answer to an earlier write may be in
-	lingerForWrite             // for the next write, or the linger
-	waitInPoller               // for data, in the network poller
-)
-
-// nextWait decides how the reader waits: it lingers when it expects an
-// answer to a frequent write and nobody hurries it, else it waits in the
-// poller.
-func (c *conn) nextWait() wait {
-	select {
-	case <-c.hurryC:
-		c.reader.urgent = true
-	default:
-	}
-	if c.reader.urgent {
-		c.reader.expecting = false
-		return waitInPoller
-	}
+// waitToRead waits after a read found nothing: it lingers when the reader
+// expects an answer to a frequent write, else polls.
+func (c *conn) waitToRead() error {
 	select {
 	case <-c.kick: // written since the last look
 		if c.reader.wrote(c.writeGap.Load() < int64(c.linger)) {
-			return lookAgain
+			return nil // the answer to an earlier write may be in: look again
 		}
 	default:
 		if c.reader.expecting {
 			c.reader.expecting = false
-			return lingerForWrite
+			return c.lingerForWrite()
 		}
 	}
-	return waitInPoller
-}
-
-// readPolled reads, waiting in the network poller for data, through a
-// duplicate of the socket registered there for as long as the reader
-// waits that way (see register). The wait is the runtime's own, as on
-// any net.Conn: a goroutine parked, no thread held in a system call.
-func (c *conn) readPolled(p []byte) (int, error) {
-	f, rc, err := c.register()
-	if err != nil {
-		return 0, err
-	}
-	if dl := c.readDeadline.Load(); dl != c.reader.polledDeadline {
-		deadline := time.Time{}
-		if dl != 0 {
-			deadline = time.Unix(0, dl)
-		}
-		if err := f.SetReadDeadline(deadline); err != nil {
-			return 0, c.closedOr(err)
-		}
-		c.reader.polledDeadline = dl
-	}
-	var n int
-	var errno syscall.Errno
-	err = rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
-	switch {
-	case err != nil:
-		return 0, c.closedOr(err)
-	case errno != 0:
-		return 0, os.NewSyscallError("read", errno)
-	}
-	return n, nil
-}
-
-// register puts a duplicate of the socket in the network poller for a
-// reader about to wait there, unless one is there already. A reader that
-// lingers takes it out first (unregister): registered, any data arriving
-// would wake the process, which is what lingering avoids.
-func (c *conn) register() (*os.File, syscall.RawConn, error) {
-	c.pollMu.Lock()
-	defer c.pollMu.Unlock()
-	if c.polled != nil {
-		return c.polled, c.polledRC, nil
-	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.closed.Load() {
-		return nil, nil, net.ErrClosed
-	}
-	fd, err := unix.FcntlInt(uintptr(c.fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, os.NewSyscallError("fcntl", err)
-	}
-	f := os.NewFile(uintptr(fd), "lazyread") // non-blocking, so registered with the poller
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	c.polled, c.polledRC = f, rc
-	c.reader.polledDeadline = 0
-	return f, rc, nil
-}
-
-// unregister takes the socket's duplicate out of the network poller.
-func (c *conn) unregister() {
-	c.pollMu.Lock()
-	f := c.polled
-	c.polled, c.polledRC = nil, nil
-	c.pollMu.Unlock()
-	if f != nil {
-		f.Close()
-	}
-}
-
-// closedOr is net.ErrClosed once Close has begun, else err.
-func (c *conn) closedOr(err error) error {
-	if c.closed.Load() {
-		return net.ErrClosed
-	}
-	return err
+	return c.poll(unix.POLLIN, &c.readDeadline)
 }
 
 func (c *conn) lingerForWrite() error {
@@ -276,7 +132,6 @@ func (c *conn) lingerForWrite() error {
 		}
 		wait = min(wait, left)
 	}
-	c.unregister()
 	if hook := testHookLinger.Load(); hook != nil {
 		(*hook)(c)
 	}
@@ -286,9 +141,6 @@ func (c *conn) lingerForWrite() error {
 		c.reader.wrote(true)
 		c.reader.backoff = 0 // writes go on without waiting for answers
 		c.lingerTimer.Stop() // a pending timer would wake an idle process for nothing
-	case <-c.hurryC:
-		c.reader.urgent = true
-		c.lingerTimer.Stop()
 	case <-c.lingerTimer.C:
 		c.reader.overdue = true
 	case <-c.done:
@@ -307,12 +159,9 @@ func (c *conn) lingerForWrite() error {
 // by a write.
 type readerState struct {
 	expecting bool // a frequent write is unanswered: the next wait lingers
-	urgent    bool // someone waits for the next answer: wait in the poller until it comes
 	overdue   bool // the last wait was a linger that ran out
 	holdOff   int  // writes to pass without lingering
 	backoff   int  // the last hold-off
-
-	polledDeadline int64 // the read deadline set on the registered duplicate
 }
 
 const maxHoldOff = 1024
@@ -330,7 +179,6 @@ func (r *readerState) wrote(frequent bool) bool {
 
 // found notes that a read returned data.
 func (r *readerState) found() {
-	r.urgent = false
 	if r.overdue { // the answer waited for the timer: someone may have waited for it
 		r.overdue = false
 		r.backoff = min(max(1, 2*r.backoff), maxHoldOff)
@@ -398,9 +246,7 @@ func (c *conn) syscall(trap uintptr, p []byte) (int, error) {
 
 // poll blocks until fd is ready for events, the deadline passes or Close
 // is called. It is an ordinary (tracked) system call, as any that blocks
-// must be, and holds its thread while it waits: only a write that finds
-// the socket's buffer full waits here, which is rare; reads wait in the
-// network poller (readPolled).
+// must be.
 func (c *conn) poll(events int16, deadline *atomic.Int64) error {
 	for {
 		var timeout *unix.Timespec
@@ -445,8 +291,6 @@ func (c *conn) Close() error {
 	if !c.closed.CompareAndSwap(false, true) {
 		return c.opError("close", net.ErrClosed)
 	}
-	c.dialer.untrack(c)
-	c.unregister() // ends a read waiting in the poller
 	close(c.done)
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)

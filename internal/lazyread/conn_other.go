@@ -9,6 +9,4 @@ import (
 	"github.com/gcnats/gcnats/internal/rawio"
 )
 
-func detach(tc *net.TCPConn, _ time.Duration, _ *Dialer) (net.Conn, error) {
-	return rawio.Wrap(tc), nil
-}
+func detach(tc *net.TCPConn, _ time.Duration) (net.Conn, error) { return rawio.Wrap(tc), nil }

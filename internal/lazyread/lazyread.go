@@ -12,26 +12,23 @@
 //
 // A connection dialled here is taken out of the network poller, and its
 // writes drive its reads: each write tells the reader that an answer is on
-// its way. While writes come more often than the linger (DefaultLinger), a
-// reader that finds nothing waits for the next write, or the linger, and
-// reads again; otherwise it waits in the network poller until data arrives,
-// as on any connection, through a duplicate of the socket that is registered
-// there only for such waits. At a steady rate above one event per linger the
-// acks therefore ride on the next event's wake-up; below it the connection
-// reads as eagerly as any other, and a stall for acks or a quiet spell costs
-// at most one linger. A writer that waits for each answer before it writes
-// again (requests in turn) would lose a linger on each: a linger that runs
-// out on an answer already there holds lingering off for the next writes,
-// twice as many each time, until a write ends a linger.
+// its way. While writes come more often than the linger (DefaultLinger),
+// a reader that finds nothing waits for the next write, or the linger,
+// and reads again; otherwise it blocks in poll(2) until data arrives, as
+// on any connection. At a steady rate above one event per linger the acks
+// therefore ride on the next event's wake-up; below it the connection
+// reads as eagerly as any other, and a stall for acks or a quiet spell
+// costs at most one linger. A writer that waits for each answer before it
+// writes again (requests in turn) would lose a linger on each: a linger
+// that runs out on an answer already there holds lingering off for the
+// next writes, twice as many each time, until a write ends a linger.
 //
 // What the caller gives up: an answer may wait up to the linger before it is
-// read (a request-reply round trip, a NATS Flush, an ack), unless the caller
-// says it waits (Dialer.Hurry); and a write that finds the socket's buffer
-// full holds a thread while it waits in poll(2), where an ordinary
-// connection would park a goroutine. Reads and writes are plain system calls
-// outside the runtime's bookkeeping, as in package rawio, with the same
-// caveat under the race detector (no happens-before edge through the
-// socket).
+// read (a request-reply round trip, a NATS Flush, an ack), and the reader
+// holds a thread while it blocks in poll(2). Reads and writes are plain
+// system calls outside the runtime's bookkeeping, as in package rawio,
+// with the same caveat under the race detector (no happens-before edge
+// through the socket).
 //
 // The connection is a net.Conn with the usual errors (*net.OpError
 // wrapping net.ErrClosed, os.ErrDeadlineExceeded, io.EOF) and supports one
@@ -44,7 +41,6 @@ package lazyread
 import (
 	"context"
 	"net"
-	"sync"
 	"time"
 )
 
@@ -55,46 +51,11 @@ import (
 const DefaultLinger = 5 * time.Millisecond
 
 // Dialer dials like net.Dialer. Its Dial method makes it a
-// nats.CustomDialer. Use it by pointer: it keeps the connections it
-// dialled, for Hurry.
+// nats.CustomDialer.
 type Dialer struct {
 	net.Dialer
 	// Linger replaces DefaultLinger when it is positive.
 	Linger time.Duration
-
-	mu    sync.Mutex
-	conns map[hurrier]struct{}
-}
-
-// hurrier is a connection Hurry can reach.
-type hurrier interface{ hurry() }
-
-// Hurry makes each connection d dialled read the next data that arrives at
-// once instead of lingering for a write. Call it when something waits for
-// an answer that no further write will follow (a publisher whose window
-// of acks is full, a flush): a lingering reader would otherwise hold that
-// answer for up to the linger.
-func (d *Dialer) Hurry() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for c := range d.conns {
-		c.hurry()
-	}
-}
-
-func (d *Dialer) track(c hurrier) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.conns == nil {
-		d.conns = make(map[hurrier]struct{})
-	}
-	d.conns[c] = struct{}{}
-}
-
-func (d *Dialer) untrack(c hurrier) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.conns, c)
 }
 
 // DialContext dials like net.Dialer.DialContext and returns a connection
@@ -112,7 +73,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	if linger <= 0 {
 		linger = DefaultLinger
 	}
-	return detach(tc, linger, d)
+	return detach(tc, linger)
 }
 
 // Dial dials like net.Dialer.Dial.
