@@ -14,9 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// testHookLinger, when set, is called as a reader of c starts to linger.
-// Atomic, as a test's connections may outlive it.
-var testHookLinger atomic.Pointer[func(c *conn)]
+// testHookLinger, when set, is called as a reader starts to linger.
+var testHookLinger func()
 
 type conn struct {
 	fd           int // the socket, outside the runtime's network poller
@@ -39,9 +38,10 @@ type conn struct {
 	// When the last write ended, and how long after the one before.
 	lastWrite, writeGap atomic.Int64
 
+	// The reader's own state, touched by one goroutine at a time.
+	expecting   bool // writes are frequent and one is not yet answered
 	linger      time.Duration
 	lingerTimer *time.Timer
-	reader      readerState // touched by one reading goroutine at a time
 }
 
 // detach moves tc's connection to a duplicate descriptor that the network
@@ -94,29 +94,31 @@ func (c *conn) Read(p []byte) (int, error) {
 		case err == nil && n == 0:
 			return 0, io.EOF
 		case err == nil:
-			c.reader.found()
 			return n, nil
 		case err != unix.EAGAIN:
 			return 0, c.opError("read", err)
 		}
-		c.reader.overdue = false
 		if err := c.waitToRead(); err != nil {
 			return 0, c.opError("read", err)
 		}
 	}
 }
 
-// waitToRead waits after a read found nothing: it lingers when the reader
-// expects an answer to a frequent write, else polls.
+// waitToRead waits after a read found nothing. It lingers (waits for the
+// next write, or the linger) only while writes come more often than the
+// linger: then the next write wakes the process anyway and the answers
+// ride on it. Writes further apart would make the linger's timer a
+// wake-up of its own, on top of the one for the answer, so it polls.
 func (c *conn) waitToRead() error {
 	select {
 	case <-c.kick: // written since the last look
-		if c.reader.wrote(c.writeGap.Load() < int64(c.linger)) {
+		c.expecting = c.writeGap.Load() < int64(c.linger)
+		if c.expecting {
 			return nil // the answer to an earlier write may be in: look again
 		}
 	default:
-		if c.reader.expecting {
-			c.reader.expecting = false
+		if c.expecting {
+			c.expecting = false
 			return c.lingerForWrite()
 		}
 	}
@@ -132,58 +134,18 @@ func (c *conn) lingerForWrite() error {
 		}
 		wait = min(wait, left)
 	}
-	if hook := testHookLinger.Load(); hook != nil {
-		(*hook)(c)
+	if testHookLinger != nil {
+		testHookLinger()
 	}
 	c.lingerTimer.Reset(wait)
 	select {
 	case <-c.kick:
-		c.reader.wrote(true)
-		c.reader.backoff = 0 // writes go on without waiting for answers
+		c.expecting = true
 		c.lingerTimer.Stop() // a pending timer would wake an idle process for nothing
 	case <-c.lingerTimer.C:
-		c.reader.overdue = true
 	case <-c.done:
 	}
 	return nil
-}
-
-// readerState is what the reading goroutine keeps between its looks.
-//
-// Lingering pays while the writer does not wait for the answers (a
-// publisher streaming events, its acks read with the next one). A writer
-// that does wait (a request and its reply, one after another) would lose
-// the whole linger on each answer, so a linger that runs out with the
-// answer already there holds lingering off for the next writes, twice as
-// many each time it happens again, up to maxHoldOff, until a linger ends
-// by a write.
-type readerState struct {
-	expecting bool // a frequent write is unanswered: the next wait lingers
-	overdue   bool // the last wait was a linger that ran out
-	holdOff   int  // writes to pass without lingering
-	backoff   int  // the last hold-off
-}
-
-const maxHoldOff = 1024
-
-// wrote notes a write, frequent or not, and reports whether an answer is
-// now expected.
-func (r *readerState) wrote(frequent bool) bool {
-	if r.holdOff > 0 {
-		r.holdOff--
-		frequent = false
-	}
-	r.expecting = frequent
-	return frequent
-}
-
-// found notes that a read returned data.
-func (r *readerState) found() {
-	if r.overdue { // the answer waited for the timer: someone may have waited for it
-		r.overdue = false
-		r.backoff = min(max(1, 2*r.backoff), maxHoldOff)
-		r.holdOff = r.backoff
-	}
 }
 
 // Write writes all of p, waiting in poll(2) when the socket's buffer is

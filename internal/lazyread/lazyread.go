@@ -18,10 +18,7 @@
 // on any connection. At a steady rate above one event per linger the acks
 // therefore ride on the next event's wake-up; below it the connection
 // reads as eagerly as any other, and a stall for acks or a quiet spell
-// costs at most one linger. A writer that waits for each answer before it
-// writes again (requests in turn) would lose a linger on each: a linger
-// that runs out on an answer already there holds lingering off for the
-// next writes, twice as many each time, until a write ends a linger.
+// costs at most one linger.
 //
 // What the caller gives up: an answer may wait up to the linger before it is
 // read (a request-reply round trip, a NATS Flush, an ack), and the reader

@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -68,16 +67,11 @@ func write(t *testing.T, c net.Conn, s string) {
 	}
 }
 
-// lingering reports each time c's reader starts to wait for a write.
-func lingering(t *testing.T, c *conn) <-chan struct{} {
+// lingering reports each time the reader starts to wait for a write.
+func lingering(t *testing.T) <-chan struct{} {
 	ch := make(chan struct{}, 16)
-	hook := func(lc *conn) {
-		if lc == c {
-			ch <- struct{}{}
-		}
-	}
-	testHookLinger.Store(&hook)
-	t.Cleanup(func() { testHookLinger.Store(nil) })
+	testHookLinger = func() { ch <- struct{}{} }
+	t.Cleanup(func() { testHookLinger = nil })
 	return ch
 }
 
@@ -155,7 +149,7 @@ func TestNotInThePoller(t *testing.T) {
 // does not return it before, and returns it as soon as the write is made.
 func TestAnswerRidesOnTheNextWrite(t *testing.T) {
 	c, server := pair(t, time.Hour)
-	waiting := lingering(t, c)
+	waiting := lingering(t)
 	write(t, c, "a")
 	write(t, c, "b") // two writes well within the linger: frequent
 	if _, err := io.ReadFull(server, make([]byte, 2)); err != nil {
@@ -178,7 +172,7 @@ func TestAnswerRidesOnTheNextWrite(t *testing.T) {
 // With no further write, the answer is read when the linger ends.
 func TestAnswerReadAfterTheLinger(t *testing.T) {
 	c, server := pair(t, 20*time.Millisecond)
-	waiting := lingering(t, c)
+	waiting := lingering(t)
 	write(t, c, "a")
 	write(t, c, "b")
 	got := readAsync(c)
@@ -194,7 +188,7 @@ func TestAnswerReadAfterTheLinger(t *testing.T) {
 // an hour, anything else would hang.
 func TestQuietConnectionReadsEagerly(t *testing.T) {
 	c, server := pair(t, time.Hour)
-	waiting := lingering(t, c)
+	waiting := lingering(t)
 	got := readAsync(c)
 	write(t, server, "unasked")
 	if s := <-got; s != "unasked" {
@@ -365,7 +359,7 @@ func TestCloseEndsWaits(t *testing.T) {
 	})
 	t.Run("lingering read", func(t *testing.T) {
 		c, _ := pair(t, time.Hour)
-		waiting := lingering(t, c)
+		waiting := lingering(t)
 		write(t, c, "a")
 		write(t, c, "b")
 		got := readAsync(c)
@@ -462,123 +456,5 @@ func TestTLSOverLazyConnection(t *testing.T) {
 	}
 	if lazy != 1 {
 		t.Fatalf("%d lazy connections dialled, want 1", lazy)
-	}
-}
-
-// echo answers every 4 bytes the client writes with the same 4 bytes,
-// delay after it read them, as a server that takes its time.
-func echo(server net.Conn, delay time.Duration) {
-	type request struct {
-		at   time.Time
-		body [4]byte
-	}
-	requests := make(chan request, 1024)
-	go func() {
-		defer close(requests)
-		var r request
-		for {
-			if _, err := io.ReadFull(server, r.body[:]); err != nil {
-				return
-			}
-			r.at = time.Now()
-			requests <- r
-		}
-	}()
-	for r := range requests {
-		time.Sleep(time.Until(r.at.Add(delay))) // the server's own pace
-		if _, err := server.Write(r.body[:]); err != nil {
-			return
-		}
-	}
-}
-
-// countLingers counts c's reader's lingers until the test ends.
-func countLingers(t *testing.T, c *conn) func() int {
-	var n atomic.Int64
-	hook := func(lc *conn) {
-		if lc == c {
-			n.Add(1)
-		}
-	}
-	testHookLinger.Store(&hook)
-	t.Cleanup(func() { testHookLinger.Store(nil) })
-	return func() int { return int(n.Load()) }
-}
-
-// requestsInTurn writes n requests to an echoing peer, each after the
-// answer to the one before.
-func requestsInTurn(t *testing.T, c net.Conn, n int) {
-	t.Helper()
-	buf := make([]byte, 4)
-	for i := range n {
-		want := fmt.Sprintf("%04d", i%10000)
-		write(t, c, want)
-		if _, err := io.ReadFull(c, buf); err != nil {
-			t.Fatal(err)
-		}
-		if string(buf) != want {
-			t.Fatalf("reply %q to %q", buf, want)
-		}
-	}
-}
-
-// stream writes n requests a millisecond apart to an echoing peer, without
-// waiting for the answers, and returns when all have come.
-func stream(t *testing.T, c net.Conn, n int) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 4)
-		for range n {
-			if _, err := io.ReadFull(c, buf); err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
-	for i := range n {
-		write(t, c, fmt.Sprintf("%04d", i%10000))
-		time.Sleep(time.Millisecond) // the stream's pace, not a wait for an effect
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-}
-
-// A writer that waits for each answer before it writes again (requests
-// and replies, one after another) would lose a whole linger on every
-// reply. After a linger runs out on an answer that was already there,
-// lingering holds off for twice as many writes each time, so such a loop
-// lingers a logarithmic number of times.
-func TestRequestsInTurnAreNotHeldBack(t *testing.T) {
-	c, server := pair(t, 20*time.Millisecond)
-	go echo(server, 0)
-	lingers := countLingers(t, c)
-	const n = 500
-	requestsInTurn(t, c, n)
-	if got := lingers(); got > 12 {
-		t.Fatalf("%d requests in turn lingered %d times, want at most 12 (about log2 of them)", n, got)
-	}
-}
-
-// A writer that goes on writing (a publisher streaming events) keeps the
-// answers riding on its writes, and a linger that a write ends clears the
-// hold-off that requests in turn built up: after it, the end of a stream
-// (its last answer waits for the timer) holds off one write, not hundreds.
-func TestStreamKeepsLingering(t *testing.T) {
-	c, server := pair(t, 20*time.Millisecond)
-	go echo(server, 2*time.Millisecond) // so a stream's last answer comes after its last write
-	lingers := countLingers(t, c)
-	stream(t, c, 100)
-	if got := lingers(); got < 90 {
-		t.Fatalf("a stream of 100 writes lingered %d times, want nearly every answer to ride on the next write", got)
-	}
-	requestsInTurn(t, c, 300) // builds a hold-off of 128 or more
-	stream(t, c, 300)         // passes it, lingers again, and ends on a linger run out
-	before := lingers()
-	stream(t, c, 100)
-	if got := lingers() - before; got < 50 {
-		t.Fatalf("after the end of a stream, the next stream of 100 writes lingered %d times, want most of them", got)
 	}
 }
