@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/gcnats/gcnats/internal/lazyread"
+	"github.com/gcnats/gcnats/internal/rawio"
 )
 
 // ConnectOptions carries auth and TLS for [Connect]. File fields are paths.
@@ -86,10 +86,10 @@ func (o ConnectOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 			log.Info("nats connection closed")
 		}),
 		nats.ErrorHandler(asyncErrorLogger(log)),
-		// At everyday rates an ack is read with the next event instead of
-		// waking the process on its own, which would double the wake-ups
-		// and most of the CPU per event (see package lazyread).
-		nats.SetCustomDialer(&lazyread.Dialer{Dialer: net.Dialer{Timeout: nats.DefaultTimeout}}),
+		// Reads and writes outside the runtime's system call bookkeeping:
+		// at everyday rates that bookkeeping's wake-ups cost more CPU than
+		// the rest of the publish (see package rawio).
+		nats.SetCustomDialer(&rawio.Dialer{Dialer: net.Dialer{Timeout: nats.DefaultTimeout}}),
 	}
 	if o.Name != "" {
 		nopts = append(nopts, nats.Name(o.Name))

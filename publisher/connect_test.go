@@ -25,7 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
-	"github.com/gcnats/gcnats/internal/lazyread"
+	"github.com/gcnats/gcnats/internal/rawio"
 )
 
 // runServer starts a plain nats-server with opts (auth, TLS) on a free port.
@@ -351,10 +351,9 @@ func TestEmbeddedPortTaken(t *testing.T) {
 	}
 }
 
-// The connection to NATS is dialled through package lazyread, so at
-// everyday rates an ack does not wake the process: it is read with the
-// next event.
-func TestConnectDialsLazily(t *testing.T) {
+// The connection to NATS is dialled through package rawio, so at everyday
+// rates its reads and writes do not wake the runtime's monitor thread.
+func TestConnectDialsWithRawIO(t *testing.T) {
 	nopts, err := ConnectOptions{}.natsOptions(slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -365,7 +364,7 @@ func TestConnectDialsLazily(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, ok := o.CustomDialer.(*lazyread.Dialer); !ok {
-		t.Fatalf("NATS is dialled with %T, want *lazyread.Dialer", o.CustomDialer)
+	if _, ok := o.CustomDialer.(*rawio.Dialer); !ok {
+		t.Fatalf("NATS is dialled with %T, want *rawio.Dialer", o.CustomDialer)
 	}
 }
