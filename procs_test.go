@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -49,7 +50,12 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 			return json.Unmarshal([]byte(line), &choice) == nil && strings.HasPrefix(choice.Msg, "GOMAXPROCS ")
 		})
 		if choice.Msg == "GOMAXPROCS stays as it is" {
-			// A CPU limit of one core in the test's container, say.
+			// The binary's default is this process's when neither has
+			// GOMAXPROCS set: only a default of one P (a CPU limit of one
+			// core, say) is a reason to stay.
+			if _, set := os.LookupEnv("GOMAXPROCS"); !set && runtime.GOMAXPROCS(0) > 1 {
+				t.Fatalf("the binary keeps GOMAXPROCS (%s) where the default is %d", choice.Because, runtime.GOMAXPROCS(0))
+			}
 			t.Skipf("the binary does not adapt here: %s", choice.Because)
 		}
 		p.waitLine(t, "one P while idle", changed(func(n int) bool { return n == 1 }))

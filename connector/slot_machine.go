@@ -511,7 +511,10 @@ func (m *machine) discard(res connectResult) {
 func (m *machine) closeSock(sock *socket) {
 	sock.released = true
 	delete(m.open, sock)
-	delete(m.endedEarly, sock) // whatever path let it go, its early end is history too
+	// Only a socket never adopted can have an early end on record, and only
+	// discard closes those; forgetting it here keeps every trace of a
+	// closed socket in one place.
+	delete(m.endedEarly, sock)
 	m.startJob(func(context.Context) any {
 		sock.close()
 		return nil
