@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -79,39 +81,50 @@ func startCluster(t *testing.T, n int) *testCluster {
 	for _, nd := range c.nodes {
 		c.ready(nd)
 	}
-	c.waitFor("a JetStream meta leader that every node follows", func() bool {
-		leaders := 0
+	c.waitPeers(n)
+	return c
+}
+
+// waitPeers waits until the cluster has one JetStream meta leader, every
+// running node follows it, and the leader counts n peers online. Followers
+// can be current before the leader has heard from them: until it has, it
+// places no stream on them ("no suitable peers for placement, peer
+// offline").
+func (c *testCluster) waitPeers(n int) {
+	c.t.Helper()
+	c.waitFor(fmt.Sprintf("a JetStream meta leader that every node follows, with %d peers online", n), func() bool {
+		var leader *server.Server
 		for _, nd := range c.nodes {
+			if nd.srv == nil {
+				continue
+			}
 			if !nd.srv.JetStreamIsCurrent() {
 				return false
 			}
 			if nd.srv.JetStreamIsLeader() {
-				leaders++
+				if leader != nil {
+					return false
+				}
+				leader = nd.srv
 			}
 		}
-		return leaders == 1
+		return leader != nil && len(leader.JetStreamClusterPeers()) == n
 	})
-	return c
 }
 
 // launch starts a node without waiting for it: nodes of a cluster come up
 // together.
 func (c *testCluster) launch(nd *clusterNode) {
 	c.t.Helper()
-	srv, err := server.NewServer(nd.opts.Clone())
-	if err != nil {
-		c.t.Fatalf("node %s: %v", nd.name, err)
+	if err := nd.boot(); err != nil {
+		c.t.Fatal(err)
 	}
-	srv.Start()
-	nd.srv = srv
 }
 
 func (c *testCluster) ready(nd *clusterNode) {
 	c.t.Helper()
-	// A node recovering its JetStream store under -race, beside every other
-	// test package on two cores, has taken over 10 s (make test).
-	if !nd.srv.ReadyForConnections(30 * time.Second) {
-		c.t.Fatalf("node %s not accepting clients after 30s", nd.name)
+	if err := nd.ready(); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
@@ -120,6 +133,27 @@ func (c *testCluster) start(nd *clusterNode) {
 	c.t.Helper()
 	c.launch(nd)
 	c.ready(nd)
+}
+
+// boot and ready return their errors, for a node started from another
+// goroutine than the test's.
+func (nd *clusterNode) boot() error {
+	srv, err := server.NewServer(nd.opts.Clone())
+	if err != nil {
+		return fmt.Errorf("node %s: %w", nd.name, err)
+	}
+	srv.Start()
+	nd.srv = srv
+	return nil
+}
+
+func (nd *clusterNode) ready() error {
+	// A node recovering its JetStream store under -race, beside every other
+	// test package on two cores, has taken over 10 s (make test).
+	if !nd.srv.ReadyForConnections(30 * time.Second) {
+		return fmt.Errorf("node %s not accepting clients after 30s", nd.name)
+	}
+	return nil
 }
 
 func (c *testCluster) stop(nd *clusterNode) {
@@ -195,6 +229,17 @@ func (c *testCluster) waitFor(what string, cond func() bool) {
 func clusterHarness(t *testing.T) (*harness, *testCluster) {
 	t.Helper()
 	c := startCluster(t, 3)
+	h := clusterHarnessOn(c)
+	h.start(faultTopicCount)
+	h.checkClusterStream(c)
+	return h, c
+}
+
+// clusterHarnessOn is a harness whose sidecar and reader use the cluster
+// c, with R3 streams; the sidecar is not started.
+func clusterHarnessOn(c *testCluster) *harness {
+	t := c.t
+	t.Helper()
 	h := faultHarness(t, simulator.Options{}, map[string]string{
 		"NATS_URL":               c.urls(),
 		"GCNATS_STREAM_REPLICAS": "3",
@@ -208,7 +253,14 @@ func clusterHarness(t *testing.T) (*harness, *testCluster) {
 	if h.js, err = jetstream.New(h.nc); err != nil {
 		t.Fatal(err)
 	}
-	h.start(faultTopicCount)
+	return h
+}
+
+// checkClusterStream checks the started sidecar's stream is R3 and
+// current on every running node.
+func (h *harness) checkClusterStream(c *testCluster) {
+	t := h.t
+	t.Helper()
 	if logs := h.logs.full(); !strings.Contains(logs, "mode=external servers="+c.urls()) {
 		t.Errorf("no start-up line naming the external mode and every server of NATS_URL (%s)", c.urls())
 	}
@@ -220,7 +272,6 @@ func clusterHarness(t *testing.T) (*harness, *testCluster) {
 	if r := s.CachedInfo().Config.Replicas; r != 3 {
 		t.Fatalf("stream GENESYS has %d replicas, want 3", r)
 	}
-	return h, c
 }
 
 // catchUp measures how long, from the end of a fault, the events read
@@ -332,4 +383,66 @@ func TestClusterFailover(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClusterStartWithoutQuorum starts gcnats while two nodes of three
+// are down, as when its pod starts while the NATS cluster recovers from an
+// outage: with no meta leader the cluster can neither find nor create a
+// stream. gcnats waits, saying why, rather than exiting (a pod that exits
+// is restarted later and later by its kubelet); once the nodes are back it
+// sets the stream up and stores every event.
+func TestClusterStartWithoutQuorum(t *testing.T) {
+	c := startCluster(t, 3)
+	down := c.nodes[1:]
+	for _, nd := range down {
+		c.stop(nd)
+	}
+	h := clusterHarnessOn(c)
+	base := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	h.environ["GCNATS_HTTP_ADDR"] = strings.TrimPrefix(base, "http://")
+
+	back := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		if err := h.logs.waitFor(ctx, "cannot set up the stream yet; retrying"); err != nil {
+			back <- fmt.Errorf("no line saying stream set-up is retried: %w", err)
+			return
+		}
+		// The probe says why the app is held back.
+		resp, err := http.Get(base + "/startupz")
+		if err != nil {
+			back <- err
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "setting up stream GENESYS, retrying") {
+			back <- fmt.Errorf("/startupz %d %q while the stream cannot be set up; want 503 saying it retries", resp.StatusCode, body)
+			return
+		}
+		for _, nd := range down {
+			if err := nd.boot(); err != nil {
+				back <- err
+				return
+			}
+		}
+		for _, nd := range down {
+			if err := nd.ready(); err != nil {
+				back <- err
+				return
+			}
+		}
+		back <- nil
+	}()
+	h.start(faultTopicCount)
+	if err := <-back; err != nil {
+		t.Fatalf("%v\n%s", err, h.logs)
+	}
+	h.checkClusterStream(c)
+
+	em := startEmitter(h.sim, 10*time.Millisecond)
+	em.waitMore(h, 60)
+	acc := h.verify(em.finish(), true)
+	t.Logf("cluster, started without quorum: %s", acc)
 }

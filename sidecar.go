@@ -189,7 +189,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 	}
 	sc.phase.Store("setting up the stream")
 	for _, st := range sc.table.Streams(s.Stream) {
-		_, err := publisher.EnsureStream(ctx, sc.js, publisher.StreamConfig{
+		err := sc.ensureStream(ctx, publisher.StreamConfig{
 			Name:       st.Name,
 			Subjects:   st.Subjects,
 			Replicas:   s.StreamReplicas,
@@ -269,43 +269,6 @@ func (sc *sidecar) logMode(url string) {
 		sc.log.Info("embedded JetStream server started", "mode", "embedded", "url", url, "store", s.StoreDir, "domain", s.JSDomain)
 	default:
 		sc.log.Info("publishing to an external NATS", "mode", "external", "servers", publisher.RedactURLs(url), "replicas", s.StreamReplicas)
-	}
-}
-
-// keepHubStream creates the hub's stream, sourcing the local streams, once
-// the hub answers: the leaf link may come up long after start, and the
-// events wait in the local stream meanwhile.
-func (sc *sidecar) keepHubStream(ctx context.Context) {
-	defer sc.bg.Done()
-	s := sc.settings
-	var sources []string
-	for _, st := range sc.table.Streams(s.Stream) {
-		sources = append(sources, st.Name)
-	}
-	cfg := publisher.HubStreamConfig{Name: s.HubStream, EdgeDomain: s.JSDomain, Sources: sources, MaxAge: s.StreamMaxAge, Duplicates: s.DedupWindow}
-	wait := time.Second
-	for attempt := 0; ; attempt++ {
-		js, err := jetstream.NewWithDomain(sc.pub.Conn(), s.HubDomain)
-		if err == nil {
-			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = publisher.EnsureHubStream(actx, js, cfg)
-			cancel()
-		}
-		if err == nil {
-			sc.log.Info("hub stream sources the local streams", "hub_stream", s.HubStream, "hub_domain", s.HubDomain,
-				"sources", sources, "api_prefix", publisher.EdgeAPIPrefix(s.JSDomain))
-			return
-		}
-		if attempt == 0 {
-			sc.log.Warn("hub stream not set up yet; retrying while events wait in the local stream", "hub_stream", s.HubStream,
-				"hub_domain", s.HubDomain, "leaf_connected", sc.embedded.LeafConnected(), "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 30*time.Second)
 	}
 }
 

@@ -81,3 +81,27 @@ func TestStartupzWaitsForNATS(t *testing.T) {
 		t.Fatalf("/startupz passed before the stream existed: %v", err)
 	}
 }
+
+// TestStreamRefusalStopsStartup asks a server that is not clustered for
+// three replicas: a refusal no wait can mend stops start-up at once with
+// the server's reason, where a cluster that is only not ready yet is
+// waited for (TestClusterStartWithoutQuorum).
+func TestStreamRefusalStopsStartup(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, map[string]string{"GCNATS_STREAM_REPLICAS": "3"})
+	s, err := loadSettings(h.environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	err = runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), nil)
+	if ctx.Err() != nil {
+		t.Fatalf("start-up still waiting after %s for a stream the server refuses\n%s", testTimeout, h.logs)
+	}
+	if err == nil || !strings.Contains(err.Error(), "set up stream GENESYS") || !strings.Contains(err.Error(), "non-clustered") {
+		t.Fatalf("start-up ended with %v; want the stream set-up error with the server's reason", err)
+	}
+	if strings.Contains(h.logs.full(), "retrying") {
+		t.Errorf("a refusal was retried\n%s", h.logs)
+	}
+}

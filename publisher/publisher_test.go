@@ -575,3 +575,33 @@ func TestLoneRecordsAreAckedAndReleased(t *testing.T) {
 		string(testRecord(0, nil).ID): true, string(testRecord(1, nil).ID): true, string(testRecord(2, nil).ID): true,
 	})
 }
+
+// TestTemporary sorts stream set-up errors: what a cluster says while it
+// forms or recovers is worth waiting for; a refusal is not.
+func TestTemporary(t *testing.T) {
+	apiErr := func(code int, errCode jetstream.ErrorCode, desc string) error {
+		return fmt.Errorf("create stream GENESYS: %w", &jetstream.APIError{Code: code, ErrorCode: errCode, Description: desc})
+	}
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("look up stream GENESYS: %w", context.DeadlineExceeded), true},
+		{nats.ErrTimeout, true},
+		{nats.ErrConnectionReconnecting, true},
+		{apiErr(503, 10008, "JetStream system temporarily unavailable"), true},
+		{apiErr(500, 10009, "JetStream cluster can not handle request"), true},
+		{apiErr(400, 10005, "no suitable peers for placement, peer offline"), true},
+		{apiErr(400, 10005, "no suitable peers for placement"), false},
+		{apiErr(400, 10005, "no suitable peers for placement, tags not matched ['ssd']"), false},
+		{apiErr(500, 10074, "replicas > 1 not supported in non-clustered mode"), false},
+		{apiErr(503, 10023, "insufficient resources"), false},
+		{jetstream.ErrJetStreamNotEnabled, false},
+		{nats.ErrPermissionViolation, false},
+		{context.Canceled, false},
+	} {
+		if got := Temporary(tc.err); got != tc.want {
+			t.Errorf("Temporary(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -82,6 +84,38 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		return s, nil
 	}
 }
+
+// Temporary reports whether err, from [EnsureStream] or
+// [EnsureHubStream], reflects the cluster's state of the moment rather
+// than a refusal, so the same call may succeed later: a cluster without a
+// meta leader (requests time out, or the server answers that JetStream is
+// unavailable), a leader change, a peer the meta leader has not heard from
+// yet or that is down while a replica must go on it, a connection between
+// servers. Placement that cannot succeed (more replicas than servers, tags
+// no server has) and refusals (permissions, bad configuration) are not.
+func Temporary(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting):
+		return true
+	case errors.As(err, &apiErr):
+		switch apiErr.ErrorCode {
+		case errCodeClusterNotAvailable, errCodeClusterNotLeader:
+			return true
+		case errCodeClusterNoPeers:
+			return strings.Contains(apiErr.Description, "peer offline")
+		}
+	}
+	return false
+}
+
+// nats-server's error codes that nats.go does not name.
+const (
+	errCodeClusterNoPeers      jetstream.ErrorCode = 10005 // no suitable peers for placement, …
+	errCodeClusterNotAvailable jetstream.ErrorCode = 10008 // JetStream system temporarily unavailable
+	errCodeClusterNotLeader    jetstream.ErrorCode = 10009 // JetStream cluster can not handle request
+)
 
 // HubStreamConfig is a stream on a hub that holds what an edge's streams
 // hold: it has no subjects of its own and sources each edge stream
