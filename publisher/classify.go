@@ -143,6 +143,12 @@ func classify(err error) (reason string, permanent bool) {
 	case errors.Is(err, nats.ErrPermissionViolation):
 		return ReasonDenied, true
 	case errors.As(err, &apiErr):
+		if apiErr.ErrorCode == errCodeDuplicateInProcess {
+			// An earlier send of this id is still being agreed on by a
+			// replicated stream: it may yet be stored (the next send is
+			// then acked as a duplicate) or be lost with a leader change.
+			return ReasonInProcess, false
+		}
 		if apiErr.Code >= 500 {
 			return ReasonServer, false
 		}

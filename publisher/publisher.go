@@ -31,6 +31,7 @@ const (
 	ReasonDisconnected = "disconnected"  // the connection dropped with the ack outstanding
 	ReasonNoResponders = "no_responders" // no stream answered, yet one covers the subject (restart, leader election)
 	ReasonServer       = "server"        // the server could not store it now (5xx: storage full, store failure)
+	ReasonInProcess    = "in_process"    // a replicated stream still agrees on an earlier send of the same id (409, 10158)
 	ReasonClient       = "client"        // nats.go did not send it (connection closed, reconnect buffer full)
 
 	// Failed: no retry can store the event; it is counted and logged.
