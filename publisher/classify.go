@@ -149,7 +149,9 @@ func classify(err error) (reason string, permanent bool) {
 			// then acked as a duplicate) or be lost with a leader change.
 			return ReasonInProcess, false
 		}
-		if apiErr.Code >= 500 {
+		if apiErr.Code >= 500 || apiErr.ErrorCode == errCodeAccountResourcesExceeded {
+			// The account's quota is full like a full stream (503): the
+			// event fits once old messages age out or the quota is raised.
 			return ReasonServer, false
 		}
 		return ReasonRejected, true

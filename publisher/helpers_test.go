@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -239,3 +240,13 @@ func assertExactlyOnce(t testing.TB, js jetstream.JetStream, stream string, want
 }
 
 func countGoroutines() int { return runtime.NumGoroutine() }
+
+// writeTestFile writes content to name in the test's temporary directory.
+func writeTestFile(t testing.TB, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

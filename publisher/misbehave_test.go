@@ -276,3 +276,82 @@ func TestDeniedSubjectGrantedLater(t *testing.T) {
 	}
 	assertExactlyOnce(t, js, "TEST", map[string]bool{string(later.ID): true})
 }
+
+// An account that has used up its JetStream storage (a quota set by the
+// operator, "resource limits exceeded for account", 400 10002) cannot store
+// an event now, but can once old messages age out or the quota is raised:
+// the records wait and are retried, as for a full stream, instead of being
+// given up by the thousand.
+func TestAccountQuotaIsRetried(t *testing.T) {
+	conf := writeTestFile(t, "quota.conf", fmt.Sprintf(`
+listen: "127.0.0.1:-1"
+no_sys_acc: true
+jetstream: {store_dir: %q}
+accounts: {
+	Q: {jetstream: {max_file: 8KB, max_mem: 0}, users: [{user: q, password: q}]}
+}
+`, t.TempDir()))
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.NoSigs, opts.NoLog = true, true
+	srv := startAuthServer(t, opts)
+	nc := connectTest(t, fmt.Sprintf("nats://q:q@%s", srv.Addr()))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := EnsureStream(ctx, js, StreamConfig{Name: "TEST", Subjects: []string{"t.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons reasonCounter
+	var serverRetries atomic.Int64
+	obs := reasons.observer()
+	obs.Retried = func(reason string) {
+		if reason == ReasonServer {
+			serverRetries.Add(1)
+		}
+	}
+	p := newPublisher(t, js, WithObserver(obs))
+	want := map[string]bool{}
+	for i := range 100 { // about 28 KB against 8 KB
+		r := testRecord(i, nil)
+		want[string(r.ID)] = true
+		if err := p.Publish(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "a record refused for the account's quota and retried", func() bool {
+		return serverRetries.Load() > 0 || reasons.get(ReasonRejected) > 0
+	})
+	if n := reasons.get(ReasonRejected); n > 0 {
+		t.Fatalf("%d records given up for the account's quota (stats %+v)", n, p.Stats())
+	}
+	// Room again, as when old messages age out: each purge frees what
+	// was stored, until every record is in.
+	for p.Stats().Buffered > 0 {
+		if err := s.Purge(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "more records stored", func() bool {
+			info, err := s.Info(ctx)
+			return p.Stats().Buffered == 0 || (err == nil && info.State.Msgs > 0)
+		})
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatalf("flush: %v (stats %+v)", err, p.Stats())
+	}
+	// Every message stored took a sequence: as many as records, each
+	// acked once, is each stored once.
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); info.State.LastSeq != uint64(len(want)) || st.Acked != uint64(len(want)) || st.Failed != 0 || st.Duplicates != 0 {
+		t.Fatalf("stream stored %d messages for %d records (stats %+v)", info.State.LastSeq, len(want), st)
+	}
+}

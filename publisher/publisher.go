@@ -30,7 +30,7 @@ const (
 	ReasonTimeout      = "timeout"       // no ack within the ack timeout
 	ReasonDisconnected = "disconnected"  // the connection dropped with the ack outstanding
 	ReasonNoResponders = "no_responders" // no stream answered, yet one covers the subject (restart, leader election)
-	ReasonServer       = "server"        // the server could not store it now (5xx: storage full, store failure)
+	ReasonServer       = "server"        // the server could not store it now (5xx: storage full, store failure; the account's quota full)
 	ReasonInProcess    = "in_process"    // a replicated stream still agrees on an earlier send of the same id (409, 10158)
 	ReasonClient       = "client"        // nats.go did not send it (connection closed, reconnect buffer full)
 

@@ -112,10 +112,11 @@ func Temporary(err error) bool {
 
 // nats-server's error codes that nats.go does not name.
 const (
-	errCodeClusterNoPeers      jetstream.ErrorCode = 10005 // no suitable peers for placement, …
-	errCodeClusterNotAvailable jetstream.ErrorCode = 10008 // JetStream system temporarily unavailable
-	errCodeClusterNotLeader    jetstream.ErrorCode = 10009 // JetStream cluster can not handle request
-	errCodeDuplicateInProcess  jetstream.ErrorCode = 10158 // duplicate message id is in process
+	errCodeAccountResourcesExceeded jetstream.ErrorCode = 10002 // resource limits exceeded for account
+	errCodeClusterNoPeers           jetstream.ErrorCode = 10005 // no suitable peers for placement, …
+	errCodeClusterNotAvailable      jetstream.ErrorCode = 10008 // JetStream system temporarily unavailable
+	errCodeClusterNotLeader         jetstream.ErrorCode = 10009 // JetStream cluster can not handle request
+	errCodeDuplicateInProcess       jetstream.ErrorCode = 10158 // duplicate message id is in process
 )
 
 // HubStreamConfig is a stream on a hub that holds what an edge's streams
