@@ -82,26 +82,55 @@ func TestStartupzWaitsForNATS(t *testing.T) {
 	}
 }
 
-// TestStreamRefusalStopsStartup asks a server that is not clustered for
-// three replicas: a refusal no wait can mend stops start-up at once with
-// the server's reason, where a cluster that is only not ready yet is
-// waited for (TestClusterStartWithoutQuorum).
+// TestStreamRefusalStopsStartup: a refusal no wait can mend stops
+// start-up at once with the server's reason, where a cluster that is only
+// not ready yet is waited for (TestClusterStartWithoutQuorum).
 func TestStreamRefusalStopsStartup(t *testing.T) {
-	h := faultHarness(t, simulator.Options{}, map[string]string{"GCNATS_STREAM_REPLICAS": "3"})
-	s, err := loadSettings(h.environ)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	err = runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), nil)
-	if ctx.Err() != nil {
-		t.Fatalf("start-up still waiting after %s for a stream the server refuses\n%s", testTimeout, h.logs)
-	}
-	if err == nil || !strings.Contains(err.Error(), "set up stream GENESYS") || !strings.Contains(err.Error(), "non-clustered") {
-		t.Fatalf("start-up ended with %v; want the stream set-up error with the server's reason", err)
-	}
-	if strings.Contains(h.logs.full(), "retrying") {
-		t.Errorf("a refusal was retried\n%s", h.logs)
+	for _, tc := range []struct {
+		name   string
+		env    func(t *testing.T) map[string]string
+		reason string
+	}{
+		{"three replicas on a server not clustered", func(*testing.T) map[string]string {
+			return map[string]string{"GCNATS_STREAM_REPLICAS": "3"}
+		}, "non-clustered"},
+		{"a user denied the JetStream API", func(t *testing.T) map[string]string {
+			srv, err := server.NewServer(&server.Options{
+				ServerName: "no-api", Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+				JetStream: true, StoreDir: t.TempDir(),
+				Users: []*server.User{{Username: "gcnats", Password: "pw", Permissions: &server.Permissions{
+					Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$JS.API.>"}},
+				}}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.Start()
+			t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+			if !srv.ReadyForConnections(10 * time.Second) {
+				t.Fatal("NATS not ready")
+			}
+			return map[string]string{"NATS_URL": srv.ClientURL(), "NATS_USER": "gcnats", "NATS_PASSWORD": "pw"}
+		}, `Permissions Violation for Publish to "$JS.API.STREAM.INFO.GENESYS"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := faultHarness(t, simulator.Options{}, tc.env(t))
+			s, err := loadSettings(h.environ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			err = runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), nil)
+			if ctx.Err() != nil {
+				t.Fatalf("start-up still waiting after %s for a stream the server refuses\n%s", testTimeout, h.logs)
+			}
+			if err == nil || !strings.Contains(err.Error(), "set up stream GENESYS") || !strings.Contains(err.Error(), tc.reason) {
+				t.Fatalf("start-up ended with %v; want the stream set-up error with the server's reason (%s)", err, tc.reason)
+			}
+			if strings.Contains(h.logs.full(), "retrying") {
+				t.Errorf("a refusal was retried\n%s", h.logs)
+			}
+		})
 	}
 }

@@ -177,16 +177,8 @@ const deniedPrefix = "Permissions Violation for Publish to "
 // onAsyncError runs on nats.go's goroutine for every async error of link
 // gen's connection.
 func (p *Publisher) onAsyncError(gen uint64, err error) {
-	if !errors.Is(err, nats.ErrPermissionViolation) {
-		return
-	}
-	msg := err.Error()
-	i := strings.Index(msg, deniedPrefix)
-	if i < 0 {
-		return
-	}
-	subj := strings.Trim(strings.TrimSpace(msg[i+len(deniedPrefix):]), `"`)
-	if subj == "" {
+	subj, ok := deniedSubject(err)
+	if !ok {
 		return
 	}
 	p.resMu.Lock()
@@ -195,6 +187,22 @@ func (p *Publisher) onAsyncError(gen uint64, err error) {
 	}
 	p.resMu.Unlock()
 	p.signal()
+}
+
+// deniedSubject is the subject of a publish the server refused for
+// permissions, from the error nats.go passes to the connection's error
+// handler.
+func deniedSubject(err error) (string, bool) {
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		return "", false
+	}
+	msg := err.Error()
+	i := strings.Index(msg, deniedPrefix)
+	if i < 0 {
+		return "", false
+	}
+	subj := strings.Trim(strings.TrimSpace(msg[i+len(deniedPrefix):]), `"`)
+	return subj, subj != ""
 }
 
 // failDenied gives up the records in flight that a reported violation names.

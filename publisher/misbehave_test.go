@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -353,5 +355,45 @@ accounts: {
 	}
 	if st := p.Stats(); info.State.LastSeq != uint64(len(want)) || st.Acked != uint64(len(want)) || st.Failed != 0 || st.Duplicates != 0 {
 		t.Fatalf("stream stored %d messages for %d records (stats %+v)", info.State.LastSeq, len(want), st)
+	}
+}
+
+// A user the server does not let use the JetStream API gets no answer to
+// its requests, only a permissions violation on the connection: stream
+// set-up ends at once with it, not with a timeout that reads like a
+// cluster that is not ready (and is waited for).
+func TestEnsureStreamDeniedAPI(t *testing.T) {
+	opts := &server.Options{
+		ServerName: "gcnats-noapi", Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: t.TempDir(),
+		Users: []*server.User{{Username: "gcnats", Password: "pw", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$JS.API.>"}},
+		}}},
+	}
+	srv := startAuthServer(t, opts)
+	nc := connectTest(t, "nats://gcnats:pw@"+srv.Addr().String())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen atomic.Int64
+	own := func(*nats.Conn, *nats.Subscription, error) { seen.Add(1) }
+	nc.SetErrorHandler(own)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = EnsureStream(ctx, js, StreamConfig{Name: "TEST", Subjects: []string{"t.>"}})
+	if ctx.Err() != nil {
+		t.Fatalf("EnsureStream waited %s: %v", 30*time.Second, err)
+	}
+	if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "$JS.API.STREAM.INFO.TEST") || Temporary(err) {
+		t.Fatalf("EnsureStream = %v (temporary %v); want the permissions violation on $JS.API.STREAM.INFO.TEST, not temporary", err, Temporary(err))
+	}
+	// The connection's own handler saw the violation too, and is the
+	// connection's handler again.
+	if seen.Load() == 0 {
+		t.Error("the connection's own error handler did not see the violation")
+	}
+	if reflect.ValueOf(nc.ErrorHandler()).Pointer() != reflect.ValueOf(own).Pointer() {
+		t.Error("the connection's error handler was not put back")
 	}
 }

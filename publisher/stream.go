@@ -40,6 +40,16 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
+	ctx, stop := failOnAPIDenial(ctx, js.Conn())
+	defer stop()
+	s, err := ensureStream(ctx, js, cfg)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, nats.ErrPermissionViolation) {
+		return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, cause)
+	}
+	return s, err
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
 	// Two replicas starting together may both find no stream: the loser of
 	// the create race goes round once more and updates instead.
 	for attempt := 0; ; attempt++ {
@@ -82,6 +92,32 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 			return nil, fmt.Errorf("update stream %s: %w", cfg.Name, err)
 		}
 		return s, nil
+	}
+}
+
+// failOnAPIDenial returns a context that ends, with the server's error as
+// its cause, when the server refuses this connection a publish to the
+// JetStream API. The server reports that on the connection, not to the
+// request, which would only time out, and look like a cluster not ready.
+// It chains to the connection's error handler until stop; nothing else may
+// set that handler meanwhile (EnsureStream runs before a Publisher does).
+func failOnAPIDenial(ctx context.Context, nc *nats.Conn) (context.Context, func()) {
+	if nc == nil {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	prev := nc.ErrorHandler()
+	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+		if prev != nil {
+			prev(c, sub, err)
+		}
+		if subj, ok := deniedSubject(err); ok && strings.HasPrefix(subj, "$JS.") {
+			cancel(err)
+		}
+	})
+	return ctx, func() {
+		nc.SetErrorHandler(prev)
+		cancel(nil)
 	}
 }
 
