@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
@@ -445,4 +447,37 @@ func TestClusterStartWithoutQuorum(t *testing.T) {
 	em.waitMore(h, 60)
 	acc := h.verify(em.finish(), true)
 	t.Logf("cluster, started without quorum: %s", acc)
+}
+
+// TestClusterStartStoppedWhileWaiting stops gcnats while it waits for a
+// cluster without quorum: it ends promptly, and as a shutdown (the
+// command exits 0), not as a failed start.
+func TestClusterStartStoppedWhileWaiting(t *testing.T) {
+	c := startCluster(t, 3)
+	for _, nd := range c.nodes[1:] {
+		c.stop(nd)
+	}
+	h := clusterHarnessOn(c)
+	s, err := loadSettings(h.environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), nil) }()
+	wctx, wcancel := context.WithTimeout(context.Background(), testTimeout)
+	defer wcancel()
+	if err := h.logs.waitFor(wctx, "cannot set up the stream yet; retrying"); err != nil {
+		t.Fatalf("%v\n%s", err, h.logs)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("stopped while waiting for the cluster: %v; want context.Canceled", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatalf("still waiting %s after the stop\n%s", testTimeout, h.logs)
+	}
 }

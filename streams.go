@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,10 +20,16 @@ func (sc *sidecar) ensureStream(ctx context.Context, cfg publisher.StreamConfig)
 	wait := 250 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		_, err := publisher.EnsureStream(ctx, sc.js, cfg)
-		if err == nil || !publisher.Temporary(err) || ctx.Err() != nil {
-			if err == nil && attempt > 0 {
+		switch {
+		case err == nil:
+			if attempt > 0 {
 				sc.log.Info("stream set up", "stream", cfg.Name, "attempts", attempt+1)
 			}
+			return nil
+		case ctx.Err() != nil:
+			// Shut down while waiting: not a failure of its own.
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case !publisher.Temporary(err):
 			return err
 		}
 		if attempt == 0 {
@@ -33,7 +40,7 @@ func (sc *sidecar) ensureStream(ctx context.Context, cfg publisher.StreamConfig)
 		sc.phase.Store("setting up stream " + cfg.Name + ", retrying: " + err.Error())
 		select {
 		case <-ctx.Done():
-			return err
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 5*time.Second)
