@@ -43,7 +43,12 @@ import (
 //     socket alone costs;
 //   - that again with its reads outside the runtime's system call
 //     bookkeeping (package rawio), as gcnats reads: the socket's floor;
-//   - this process (simulator and JetStream server) over gcnats' windows.
+//   - this process (simulator and JetStream server) over gcnats' windows;
+//   - with GCNATS_BENCH_COMPARE naming another gcnats binary (a build of
+//     another commit), that binary run as gcnats is, right after it: an
+//     A/B comparison whose two sides share each round's machine, which
+//     moves by more than most changes between runs. Two builds of the
+//     same commit measure the noise that is left.
 func BenchmarkProcess(b *testing.B) {
 	const (
 		topics = 5000
@@ -89,12 +94,25 @@ func BenchmarkProcess(b *testing.B) {
 		env := slices.Concat(base, []string{"GCNATS_HTTP_ADDR=" + addr}, extra)
 		return measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, events(), emit)
 	}
-	var gc, gc1, gcN, pl, rd, rdRaw, self []processFigures
+	other := os.Getenv("GCNATS_BENCH_COMPARE")
+	var gc, gc1, gcN, pl, rd, rdRaw, self, cmp []processFigures
 	for range b.N {
-		for range benchRounds {
-			f, s := gcnats("GCNATS_PPROF_ADDR=" + os.Getenv("GCNATS_BENCH_PPROF_ADDR"))
-			gc, self = append(gc, f), append(self, s)
-			f, _ = gcnats(pinnedOne)
+		for round := range benchRounds {
+			// The two sides take turns going first: a machine warming
+			// up or cooling down over a round favours neither.
+			for turn := range 2 {
+				switch {
+				case (turn == round%2) && other != "":
+					addr := freeAddr(b)
+					env := slices.Concat(base, []string{"GCNATS_HTTP_ADDR=" + addr})
+					f, _ := measureProcess(b, exec.Command(other), env, func() bool { return isReady(addr) }, events(), emit)
+					cmp = append(cmp, f)
+				case turn != round%2:
+					f, s := gcnats("GCNATS_PPROF_ADDR=" + os.Getenv("GCNATS_BENCH_PPROF_ADDR"))
+					gc, self = append(gc, f), append(self, s)
+				}
+			}
+			f, _ := gcnats(pinnedOne)
 			gc1 = append(gc1, f)
 			f, _ = gcnats(pinnedNCPU())
 			gcN = append(gcN, f)
@@ -139,6 +157,13 @@ func BenchmarkProcess(b *testing.B) {
 	}
 	b.ReportMetric(med(gc, perEvent)/med(pl, perEvent), "cpu-ratio-to-plain")
 	b.ReportMetric(med(gc, perEvent)/med(gcN, perEvent), "cpu-ratio-to-gomaxprocs-ncpu")
+	if len(cmp) > 0 {
+		for _, fig := range figures {
+			b.ReportMetric(med(cmp, fig.pick), "compare-"+fig.unit)
+		}
+		b.ReportMetric(med(gc, perEvent)/med(cmp, perEvent), "cpu-ratio-to-compare")
+		b.ReportMetric(med(gc, func(f processFigures) float64 { return f.runs })/med(cmp, func(f processFigures) float64 { return f.runs }), "runs-ratio-to-compare")
+	}
 	// This process (simulator and JetStream server) has no ready time, RSS
 	// or monitor figures of its own here.
 	b.ReportMetric(med(self, idle), "baseline-idle-cpu-%")
