@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gcnats/gcnats/publisher"
 	"github.com/gcnats/gcnats/simulator"
@@ -283,6 +286,34 @@ func TestNATSOutageLosesNothing(t *testing.T) {
 		t.Skip("a 10-second outage")
 	}
 	natsOutage(t, 10*time.Second)
+}
+
+// TestStreamDeletedWhileRunning deletes gcnats' stream under it, as an
+// operator might: gcnats creates it again with its settings, and every
+// event read after the deletion is stored there once.
+func TestStreamDeletedWhileRunning(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, map[string]string{"GCNATS_STREAM_MAX_AGE": "3h"})
+	h.start(faultTopicCount)
+	h.collect("GENESYS", len(h.sim.Emit()))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := h.js.DeleteStream(ctx, "GENESYS"); err != nil {
+		t.Fatal(err)
+	}
+	h.verify(h.sim.EmitN(20*faultTopicCount), true)
+	if !strings.Contains(h.logs.full(), "stream was gone; created it again") {
+		t.Error("no line saying the stream was created again")
+	}
+	if n := counterValue(h.sc.metrics.failed); n != 0 {
+		t.Errorf("%v events given up", n)
+	}
+	s, err := h.js.Stream(ctx, "GENESYS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.CachedInfo().Config; c.MaxAge != 3*time.Hour || c.Storage != jetstream.FileStorage {
+		t.Errorf("created again with max age %s and %s storage; want GCNATS_STREAM_MAX_AGE and file storage", c.MaxAge, c.Storage)
+	}
 }
 
 func TestFifteenHundredTopicsTwoChannels(t *testing.T) {

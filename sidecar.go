@@ -188,17 +188,19 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	sc.phase.Store("setting up the stream")
+	var streams []publisher.StreamConfig
 	for _, st := range sc.table.Streams(s.Stream) {
-		err := sc.ensureStream(ctx, publisher.StreamConfig{
+		cfg := publisher.StreamConfig{
 			Name:       st.Name,
 			Subjects:   st.Subjects,
 			Replicas:   s.StreamReplicas,
 			MaxAge:     s.StreamMaxAge,
 			Duplicates: s.DedupWindow,
-		})
-		if err != nil {
+		}
+		if err := sc.ensureStream(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("set up stream %s: %w", st.Name, err)
 		}
+		streams = append(streams, cfg)
 	}
 	sc.natsUp.Store(true)
 	sc.pub, err = publisher.New(sc.js,
@@ -210,6 +212,9 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 		// when its reconnects run out: dial a new one, keeping the buffer.
 		publisher.WithRedial(publisher.Redial(url, connOpts)),
 		publisher.WithDedupWindow(s.DedupWindow),
+		// A stream deleted under a running sidecar is created again rather
+		// than every event given up until a restart.
+		publisher.WithStreams(streams...),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)

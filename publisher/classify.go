@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -16,6 +18,11 @@ import (
 func (p *Publisher) fail(rc *rec, err error) {
 	reason, permanent := classify(err)
 	if reason == ReasonNoResponders && p.uncovered(rc.msg.Subject) {
+		if p.recreate(rc.msg.Subject) {
+			p.countRetry(ReasonNoStream)
+			p.pushRetry(rc)
+			return
+		}
 		reason, permanent = ReasonNoStream, true
 		err = fmt.Errorf("no stream covers subject %s", rc.msg.Subject) // formatted: a copy
 	}
@@ -107,6 +114,44 @@ func (p *Publisher) ownTimeout(rc *rec) bool {
 	}
 	p.streamAnswers[strings.Clone(rc.msg.Subject)] = v // the subject points into a reused buffer
 	return v
+}
+
+// recreate creates again the kept stream (WithStreams) that covers subj,
+// once a round: true when it exists again, so that records to subj are
+// sent again rather than given up. It runs on the run goroutine, which
+// owns the connection's error handler that EnsureStream chains to.
+func (p *Publisher) recreate(subj string) bool {
+	if p.closing {
+		return false
+	}
+	i := slices.IndexFunc(p.o.streams, func(c StreamConfig) bool {
+		return slices.ContainsFunc(c.Subjects, func(f string) bool { return server.SubjectMatchesFilter(subj, f) })
+	})
+	if i < 0 {
+		return false
+	}
+	cfg := p.o.streams[i]
+	if ok, tried := p.recreated[cfg.Name]; tried {
+		return ok
+	}
+	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
+	defer cancel()
+	_, err := EnsureStream(ctx, p.link.js, cfg)
+	p.recreated[cfg.Name] = err == nil
+	if err != nil {
+		if n, ok := p.failLog.allow(time.Now()); ok {
+			p.log.Error("stream gone, and creating it again failed", "stream", cfg.Name, "err", err, "suppressed", n)
+		}
+		return false
+	}
+	p.log.Warn("stream was gone; created it again", "stream", cfg.Name, "subjects", cfg.Subjects)
+	// The other records of this round to its subjects are sent again too.
+	for s, gone := range p.noStream {
+		if gone && slices.ContainsFunc(cfg.Subjects, func(f string) bool { return server.SubjectMatchesFilter(s, f) }) {
+			p.noStream[s] = false
+		}
+	}
+	return true
 }
 
 // uncovered asks the server whether any stream covers subj; no responders

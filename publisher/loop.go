@@ -40,6 +40,7 @@ type loop struct {
 	spare             []sendError
 	spareDenials      []denial
 	noStream          map[string]bool // per round: no stream covers the subject
+	recreated         map[string]bool // per round: kept streams created again (true) or not (false)
 	streamAnswers     map[string]bool // per round: JetStream answers for the subject
 	jsQuietUntil      time.Time       // JetStream did not answer: do not ask again before
 	dedup             dedupState
@@ -60,6 +61,7 @@ func (l *loop) init(o options) {
 	l.oldestSent = 1
 	l.backoff = o.backoffMin
 	l.noStream = make(map[string]bool)
+	l.recreated = make(map[string]bool)
 	l.streamAnswers = make(map[string]bool)
 	l.dedup.init()
 	l.failLog.every = time.Second

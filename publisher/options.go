@@ -2,8 +2,10 @@ package publisher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,6 +32,7 @@ type options struct {
 	trimEvery      time.Duration // how often the free list is cut to recent use
 	log            *slog.Logger
 	obs            Observer
+	streams        []StreamConfig // kept: created again when found gone
 }
 
 func defaultOptions() options {
@@ -166,6 +169,24 @@ func WithLogger(l *slog.Logger) Option {
 func WithObserver(obs Observer) Option {
 	return func(o *options) error {
 		o.obs = obs
+		return nil
+	}
+}
+
+// WithStreams names the streams the publisher keeps. A record that finds
+// no stream for its subject is given up, unless one of these would cover
+// it: then the stream was deleted under the publisher (by an operator, or
+// with a server's store), and the publisher creates it again with
+// [EnsureStream] and sends the record there, rather than give up every
+// event until a restart.
+func WithStreams(cfgs ...StreamConfig) Option {
+	return func(o *options) error {
+		for _, c := range cfgs {
+			if c.Name == "" || len(c.Subjects) == 0 {
+				return errors.New("streams to keep need a name and subjects")
+			}
+		}
+		o.streams = slices.Clone(cfgs)
 		return nil
 	}
 }

@@ -59,6 +59,7 @@ func (p *Publisher) processResults(first *nats.Msg) {
 		return
 	}
 	clear(p.noStream)
+	clear(p.recreated)
 	clear(p.streamAnswers)
 	p.settleAnswers(answers, now)
 	gen := p.link.gen

@@ -300,6 +300,56 @@ func TestPublishNoStreamIsPermanent(t *testing.T) {
 	}
 }
 
+// A stream the publisher keeps (WithStreams) that is deleted under it,
+// say by an operator, is created again, and the records that found it gone
+// are stored there; a subject no kept stream covers is still given up.
+func TestDeletedStreamIsCreatedAgain(t *testing.T) {
+	e := newEnv(t)
+	cfg := StreamConfig{Name: "TEST", Subjects: []string{"t.>"}, MaxAge: time.Hour, Duplicates: 2 * time.Minute}
+	var reasons reasonCounter
+	p := newPublisher(t, e.js, WithStreams(cfg), WithObserver(reasons.observer()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	publish := func(from, to int) map[string]bool {
+		ids := map[string]bool{}
+		for i := from; i < to; i++ {
+			r := testRecord(i, nil)
+			ids[string(r.ID)] = true
+			if err := p.Publish(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return ids
+	}
+	publish(0, 50)
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.js.DeleteStream(ctx, "TEST"); err != nil {
+		t.Fatal(err)
+	}
+	after := publish(50, 100)
+	lost := testRecord(100, nil)
+	lost.Subject = []byte("nowhere.x")
+	if err := p.Publish(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); !errors.Is(err, ErrNotStored) {
+		t.Fatalf("Flush = %v, want ErrNotStored for the one record no stream covers", err)
+	}
+	assertExactlyOnce(t, e.js, "TEST", after)
+	s, err := e.js.Stream(ctx, "TEST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config; got.MaxAge != time.Hour || got.Duplicates != 2*time.Minute {
+		t.Errorf("created again with max age %s and duplicate window %s, want the kept settings", got.MaxAge, got.Duplicates)
+	}
+	if st := p.Stats(); st.Failed != 1 || reasons.get(ReasonNoStream) != 1 {
+		t.Fatalf("stats %+v, given up for no stream %d; want only the uncovered record given up", st, reasons.get(ReasonNoStream))
+	}
+}
+
 func TestCloseFlushes(t *testing.T) {
 	e := newEnv(t)
 	p, err := New(e.js, WithLogger(testLogger()))
