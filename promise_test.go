@@ -233,7 +233,7 @@ func TestHandoverAuditsCorrelationIDs(t *testing.T) {
 // denial is counted at once, the buffer stays flat, and every other topic
 // flows on the same socket.
 func TestNATSUserDeniedOneSubject(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{
+	srv := startNATS(t, &server.Options{
 		ServerName: "gcnats-denied", Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
 		JetStream: true, StoreDir: t.TempDir(),
 		Users: []*server.User{
@@ -244,17 +244,10 @@ func TestNATSUserDeniedOneSubject(t *testing.T) {
 			{Username: "reader", Password: "reader-pw"},
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
 	h := faultHarness(t, simulator.Options{}, map[string]string{
 		"NATS_URL": srv.ClientURL(), "NATS_USER": "gcnats", "NATS_PASSWORD": "sidecar-pw",
 	})
+	var err error
 	h.nc, err = nats.Connect(srv.ClientURL(), nats.UserInfo("reader", "reader-pw"))
 	if err != nil {
 		t.Fatal(err)

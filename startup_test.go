@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -51,18 +50,10 @@ func TestStartupzWaitsForNATS(t *testing.T) {
 		t.Fatalf("/startupz %d %q before NATS is up; want 503 saying it is connecting", code, body)
 	}
 
-	srv, err := server.NewServer(&server.Options{
+	srv := startNATS(t, &server.Options{
 		ServerName: "late", Host: "127.0.0.1", Port: natsPort, NoSigs: true, NoLog: true,
 		JetStream: true, StoreDir: t.TempDir(),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS not ready")
-	}
 	waitUntil(t, "/startupz answering 200", func() bool { code, _ := get(t, base+"/startupz"); return code == 200 })
 	// The probe passing means the streams are there for the app.
 	if code, body := get(t, base+"/startupz"); code != 200 || !strings.Contains(body, "streams exist") {
@@ -95,21 +86,13 @@ func TestStreamRefusalStopsStartup(t *testing.T) {
 			return map[string]string{"GCNATS_STREAM_REPLICAS": "3"}
 		}, "non-clustered"},
 		{"a user denied the JetStream API", func(t *testing.T) map[string]string {
-			srv, err := server.NewServer(&server.Options{
+			srv := startNATS(t, &server.Options{
 				ServerName: "no-api", Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true,
 				JetStream: true, StoreDir: t.TempDir(),
 				Users: []*server.User{{Username: "gcnats", Password: "pw", Permissions: &server.Permissions{
 					Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"$JS.API.>"}},
 				}}},
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv.Start()
-			t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-			if !srv.ReadyForConnections(10 * time.Second) {
-				t.Fatal("NATS not ready")
-			}
 			return map[string]string{"NATS_URL": srv.ClientURL(), "NATS_USER": "gcnats", "NATS_PASSWORD": "pw"}
 		}, `Permissions Violation for Publish to "$JS.API.STREAM.INFO.GENESYS"`},
 	} {

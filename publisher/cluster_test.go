@@ -21,6 +21,8 @@ type miniCluster struct {
 	srvs []*server.Server
 }
 
+// freeLoopbackPort reserves a loopback port and releases it for a server
+// to take, where the port must be known before the server starts.
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

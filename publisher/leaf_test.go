@@ -2,7 +2,6 @@ package publisher
 
 import (
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,18 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 )
-
-// leafPort reserves a loopback port for a hub's leaf node listener, which
-// nats-server does not report once it picked one itself.
-func leafPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // waitLeaf waits for the edge's leaf link to come up, or for the edge's
 // log to show want, whichever the case expects.
@@ -124,7 +111,7 @@ func TestEmbeddedLeaf(t *testing.T) {
 			log:    "certificate signed by unknown authority"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			port := leafPort(t)
+			port := freeLoopbackPort(t) // nats-server does not report a leaf port it picked itself
 			o := &server.Options{LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: port}}
 			tc.hub(o)
 			runServer(t, o)
