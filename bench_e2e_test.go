@@ -85,7 +85,9 @@ func startE2E(b *testing.B, topics, padding int) *e2eEnv {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	started := make(chan *sidecar, 1)
-	go func() { done <- runSidecar(ctx, s, slog.New(slog.DiscardHandler), func(sc *sidecar) { started <- sc }) }()
+	go func() {
+		done <- runSidecar(ctx, s, slog.New(slog.DiscardHandler), sidecarHooks{started: func(sc *sidecar) { started <- sc }})
+	}()
 	select {
 	case e.sc = <-started:
 	case err := <-done:

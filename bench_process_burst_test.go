@@ -17,20 +17,21 @@ import (
 // is stored. Beside it, in the same round: the binary pinned to the CPU
 // count, and pinned to 1 (procsVariants). It measures what choosing one P
 // while idle costs when a burst comes: the first half second of it on one
-// P.
+// P. With GCNATS_BENCH_COMPARE naming another build, that one runs in each
+// round too, as it chooses.
 func BenchmarkProcessBurst(b *testing.B) {
 	const (
 		topics = 100
 		burst  = 100_000
 	)
-	bin := buildBinary(b)
+	variants := variantsOf(buildBinary(b))
 	org := newProcessOrg(b, topics, 13)
-	rates := make([][]float64, len(procsVariants))
+	rates := make([][]float64, len(variants))
 	for range b.N {
 		for range benchRounds {
-			for vi, v := range procsVariants {
+			for vi, v := range variants {
 				listen := freeAddr(b)
-				p, addr := startReady(b, bin, slices.Concat(org.env, v.env, []string{
+				p, addr := startReady(b, v.bin, slices.Concat(org.env, v.env, []string{
 					"GCNATS_EMBEDDED_LISTEN=" + listen, "GCNATS_STORE_DIR=" + b.TempDir()}))
 				nc, err := nats.Connect("nats://" + listen)
 				if err != nil {
@@ -56,9 +57,12 @@ func BenchmarkProcessBurst(b *testing.B) {
 			}
 		}
 	}
-	for vi, v := range procsVariants {
+	for vi, v := range variants {
 		b.ReportMetric(median(rates[vi]), v.prefix+"events/s")
 	}
 	b.ReportMetric(median(rates[0])/median(rates[1]), "ratio-to-pinned-ncpu")
+	if len(variants) > len(procsVariants) {
+		b.ReportMetric(median(rates[0])/median(rates[len(procsVariants)]), "ratio-to-compare")
+	}
 	b.ReportMetric(0, "ns/op")
 }

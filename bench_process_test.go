@@ -318,6 +318,25 @@ var procsVariants = []struct {
 	{"pinned-1-", []string{pinnedOne}},
 }
 
+// binVariant is a way to run a binary, by metric prefix.
+type binVariant struct {
+	prefix, bin string
+	env         []string
+}
+
+// variantsOf is procsVariants of bin, and with GCNATS_BENCH_COMPARE naming
+// another build, that one as it chooses its GOMAXPROCS ("compare-").
+func variantsOf(bin string) []binVariant {
+	var vs []binVariant
+	for _, v := range procsVariants {
+		vs = append(vs, binVariant{v.prefix, bin, v.env})
+	}
+	if other := os.Getenv("GCNATS_BENCH_COMPARE"); other != "" {
+		vs = append(vs, binVariant{"compare-", other, nil})
+	}
+	return vs
+}
+
 // startReady starts bin with env, its endpoints on a free address, and
 // waits until /readyz answers 200; it returns the process and that
 // address.

@@ -465,7 +465,7 @@ func TestClusterStartStoppedWhileWaiting(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), nil) }()
+	go func() { done <- runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), sidecarHooks{}) }()
 	wctx, wcancel := context.WithTimeout(context.Background(), testTimeout)
 	defer wcancel()
 	if err := h.logs.waitFor(wctx, "cannot set up the stream yet; retrying"); err != nil {

@@ -76,9 +76,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	return runSidecar(ctx, s, log, func(sc *sidecar) {
+	return runSidecar(ctx, s, log, sidecarHooks{started: func(sc *sidecar) {
 		go showDemo(ctx, sc, stdout, isTerminal(stdout))
-	})
+	}})
 }
 
 func envOr(name, def string) string {

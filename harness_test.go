@@ -129,7 +129,7 @@ func (h *harness) launch() *replica {
 	r := &replica{t: h.t, cancel: cancel, done: make(chan error, 1)}
 	started := make(chan *sidecar, 1)
 	go func() {
-		r.done <- runSidecar(ctx, s, log, func(sc *sidecar) { started <- sc })
+		r.done <- runSidecar(ctx, s, log, sidecarHooks{started: func(sc *sidecar) { started <- sc }})
 	}()
 	select {
 	case r.sc = <-started:

@@ -3,6 +3,7 @@ package main
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -201,8 +202,16 @@ func (cc *connectorCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(atRiskDesc, prometheus.GaugeValue, atRisk)
 }
 
-// publishObserver feeds the publisher's events to the metrics.
-func (m *metrics) publishObserver() publisher.Observer {
+// backlogBytes is how full the publisher's buffer is when events have
+// begun to queue: at everyday rates it holds the few events awaiting their
+// acks, a few KB; in a burst read on one P it passes this within
+// milliseconds.
+const backlogBytes = 256 << 10
+
+// publishObserver feeds the publisher's events to the metrics, and calls
+// backlog, when not nil, each time the buffer grows past backlogBytes.
+func (m *metrics) publishObserver(backlog func()) publisher.Observer {
+	var above atomic.Bool
 	return publisher.Observer{
 		Acked: func(latency time.Duration, duplicate bool) {
 			m.acked.Inc()
@@ -211,8 +220,18 @@ func (m *metrics) publishObserver() publisher.Observer {
 			}
 			m.ackLatency.Observe(latency.Seconds())
 		},
-		Retried:       func(reason string) { m.retries.WithLabelValues(reason).Inc() },
-		Failed:        func(reason string) { m.failed.Inc(); m.FrameDropped("publish_" + reason) },
-		BufferedBytes: func(n int64) { m.bufferBytes.Set(float64(n)) },
+		Retried: func(reason string) { m.retries.WithLabelValues(reason).Inc() },
+		Failed:  func(reason string) { m.failed.Inc(); m.FrameDropped("publish_" + reason) },
+		BufferedBytes: func(n int64) {
+			m.bufferBytes.Set(float64(n))
+			// Once as it passes the mark, not for every event above it: an
+			// outage of NATS fills the buffer for as long as it lasts.
+			if now := n >= backlogBytes; above.Load() != now {
+				above.Store(now)
+				if now && backlog != nil {
+					backlog()
+				}
+			}
+		},
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/gcnats/gcnats/simulator"
 )
 
@@ -42,9 +44,10 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 		}
 	}
 
-	t.Run("follows the load", func(t *testing.T) {
-		addr := freeAddr(t)
-		p := startProcess(t, bin, append(env, "GCNATS_HTTP_ADDR="+addr))
+	// adapting waits for the binary to say what it does with GOMAXPROCS,
+	// and skips the test where it rightly leaves it alone.
+	adapting := func(t *testing.T, p *process) {
+		t.Helper()
 		var choice struct{ Msg, Because string }
 		p.waitLine(t, "what the binary does with GOMAXPROCS", func(line string) bool {
 			return json.Unmarshal([]byte(line), &choice) == nil && strings.HasPrefix(choice.Msg, "GOMAXPROCS ")
@@ -58,15 +61,21 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 			}
 			t.Skipf("the binary does not adapt here: %s", choice.Because)
 		}
+	}
+	var topics []string
+	for _, u := range sim.Users() {
+		topics = append(topics, "v2.users."+u.ID+".presence")
+	}
+
+	t.Run("follows the load", func(t *testing.T) {
+		addr := freeAddr(t)
+		p := startProcess(t, bin, append(env, "GCNATS_HTTP_ADDR="+addr))
+		adapting(t, p)
 		p.waitLine(t, "one P while idle", changed(func(n int) bool { return n == 1 }))
 		if got := gomaxprocsMetric(t, addr); got != "1" {
 			t.Fatalf("go_sched_gomaxprocs_threads %q after the change to one P", got)
 		}
 
-		var topics []string
-		for _, u := range sim.Users() {
-			topics = append(topics, "v2.users."+u.ID+".presence")
-		}
 		var stop atomic.Bool
 		done := make(chan struct{})
 		go func() {
@@ -78,6 +87,35 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 		p.waitLine(t, "the default back under load", changed(func(n int) bool { return n > 1 }))
 		stop.Store(true)
 		<-done
+		if code := p.terminate(t); code != 0 {
+			t.Fatalf("exit code %d:\n%s", code, p.all)
+		}
+	})
+
+	// Events that queue up in the buffer raise it at once, before any
+	// interval's CPU time could: here NATS is away, so they queue while
+	// the process does next to nothing.
+	t.Run("a backlog raises it at once", func(t *testing.T) {
+		opts := &server.Options{
+			ServerName: "procs", Host: "127.0.0.1", Port: freePort(t), NoSigs: true, NoLog: true,
+			JetStream: true, StoreDir: t.TempDir(),
+		}
+		srv := startNATS(t, opts)
+		p := startProcess(t, bin, append(env, "NATS_URL="+srv.ClientURL(), "GCNATS_HTTP_ADDR="+freeAddr(t)))
+		adapting(t, p)
+		p.waitLine(t, "one P while idle", changed(func(n int) bool { return n == 1 }))
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		sim.EmitN(600, topics...) // about 0.9 KB each: past the publisher's backlog mark
+		p.waitLine(t, "the default back for the backlog", func(line string) bool {
+			var l struct {
+				Msg     string
+				To      int
+				Backlog bool
+			}
+			return json.Unmarshal([]byte(line), &l) == nil && l.Msg == "GOMAXPROCS changed" && l.To > 1 && l.Backlog
+		})
+		startNATS(t, opts) // back, with its store: the buffer is flushed
 		if code := p.terminate(t); code != 0 {
 			t.Fatalf("exit code %d:\n%s", code, p.all)
 		}

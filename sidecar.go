@@ -29,30 +29,38 @@ func cmdRun(ctx context.Context, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(s, stderr)
-	stopProcs := adaptProcs(ctx, log)
+	backlog, stopProcs := adaptProcs(ctx, log)
 	defer stopProcs()
-	return runSidecar(ctx, s, log, nil)
+	return runSidecar(ctx, s, log, sidecarHooks{backlog: backlog})
 }
 
 // adaptProcs runs the process on one P while it is nearly idle (see
 // package adaptprocs) until ctx ends or the returned stop is called; stop
-// waits until the default is back. The sidecar's command does this, not
-// runSidecar: tests and benchmarks run sidecars inside their own process.
-func adaptProcs(ctx context.Context, log *slog.Logger) (stop func()) {
+// waits until the default is back. backlog raises it at once; it does not
+// block. The sidecar's command does this, not runSidecar: tests and
+// benchmarks run sidecars inside their own process.
+func adaptProcs(ctx context.Context, log *slog.Logger) (backlog func(), stop func()) {
 	if why := adaptprocs.Fixed(); why != "" {
 		log.Debug("GOMAXPROCS stays as it is", "gomaxprocs", runtime.GOMAXPROCS(0), "because", why)
-		return func() {}
+		return nil, func() {}
 	}
 	log.Debug("GOMAXPROCS follows the load", "default", runtime.GOMAXPROCS(0))
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	signal := make(chan struct{}, 1)
 	go func() {
 		defer close(done)
-		adaptprocs.Run(ctx, adaptprocs.WithOnChange(func(c adaptprocs.Change) {
-			log.Debug("GOMAXPROCS changed", "from", c.From, "to", c.To, "cores_used", c.Used)
+		adaptprocs.Run(ctx, adaptprocs.WithBacklog(signal), adaptprocs.WithOnChange(func(c adaptprocs.Change) {
+			log.Debug("GOMAXPROCS changed", "from", c.From, "to", c.To, "cores_used", c.Used, "backlog", c.Backlog)
 		}))
 	}()
-	return func() { cancel(); <-done }
+	backlog = func() {
+		select {
+		case signal <- struct{}{}:
+		default:
+		}
+	}
+	return backlog, func() { cancel(); <-done }
 }
 
 // sidecar is one running gcnats: its NATS side, its Genesys side and the
@@ -93,15 +101,24 @@ type sidecar struct {
 	stopTimer  *time.Timer
 }
 
+// sidecarHooks are what a sidecar's runner hears from it; each may be nil.
+type sidecarHooks struct {
+	// started is called once everything is up.
+	started func(*sidecar)
+	// backlog is called, without blocking, when events begin to queue in
+	// the publisher's buffer.
+	backlog func()
+}
+
 // runSidecar runs gcnats until ctx ends, then shuts down within the
-// shutdown timeout. started, when not nil, is called once everything is up.
-func runSidecar(ctx context.Context, s Settings, log *slog.Logger, started func(*sidecar)) error {
-	sc, err := startSidecar(ctx, s, log)
+// shutdown timeout.
+func runSidecar(ctx context.Context, s Settings, log *slog.Logger, hooks sidecarHooks) error {
+	sc, err := startSidecar(ctx, s, log, hooks.backlog)
 	if err != nil {
 		return err
 	}
-	if started != nil {
-		started(sc)
+	if hooks.started != nil {
+		hooks.started(sc)
 	}
 	runErr := sc.conn.Run(ctx)
 	if runErr != nil {
@@ -111,7 +128,7 @@ func runSidecar(ctx context.Context, s Settings, log *slog.Logger, started func(
 	return runErr
 }
 
-func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar, err error) {
+func startSidecar(ctx context.Context, s Settings, log *slog.Logger, backlog func()) (_ *sidecar, err error) {
 	sc := &sidecar{settings: s, log: log, metrics: newMetrics()}
 	sc.stop, sc.cancelStop = context.WithCancel(context.WithoutCancel(ctx))
 	context.AfterFunc(ctx, sc.beginShutdown)
@@ -206,7 +223,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger) (_ *sidecar
 	sc.pub, err = publisher.New(sc.js,
 		publisher.WithBufferBytes(int64(s.BufferBytes)),
 		publisher.WithLogger(log),
-		publisher.WithObserver(sc.metrics.publishObserver()),
+		publisher.WithObserver(sc.metrics.publishObserver(backlog)),
 		// nats.go gives a connection up for good after the same auth
 		// error twice (credentials rotated during a rolling restart) or
 		// when its reconnects run out: dial a new one, keeping the buffer.

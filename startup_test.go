@@ -32,7 +32,7 @@ func TestStartupzWaitsForNATS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), nil)
+		done <- runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), sidecarHooks{})
 	}()
 	defer func() {
 		cancel()
@@ -104,7 +104,7 @@ func TestStreamRefusalStopsStartup(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()
-			err = runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), nil)
+			err = runSidecar(ctx, s, slog.New(slog.NewTextHandler(h.logs, nil)), sidecarHooks{})
 			if ctx.Err() != nil {
 				t.Fatalf("start-up still waiting after %s for a stream the server refuses\n%s", testTimeout, h.logs)
 			}

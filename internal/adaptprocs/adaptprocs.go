@@ -43,6 +43,7 @@ type options struct {
 	interval time.Duration
 	policy   policy
 	onChange func(Change)
+	backlog  <-chan struct{}
 }
 
 // WithInterval sets how often Run reads the process's CPU time (default
@@ -55,6 +56,16 @@ func WithInterval(d time.Duration) Option {
 	}
 }
 
+// WithBacklog raises GOMAXPROCS at once, when it is one, on each receive
+// from ch: the caller sees work queue up (a burst after a quiet spell)
+// before an interval's CPU time can say so, up to an interval late. A
+// backlog also counts as a busy interval: lowering waits for quiet ones
+// after it. Send without blocking, on a buffered channel, when the backlog
+// begins rather than for as long as it lasts.
+func WithBacklog(ch <-chan struct{}) Option {
+	return func(o *options) { o.backlog = ch }
+}
+
 // WithOnChange calls f after each change of GOMAXPROCS, from Run's
 // goroutine.
 func WithOnChange(f func(Change)) Option {
@@ -65,8 +76,10 @@ func WithOnChange(f func(Change)) Option {
 type Change struct {
 	From, To int
 	// Used is the CPU the process used in the interval that decided, in
-	// cores.
+	// cores; 0 when a backlog decided.
 	Used float64
+	// Backlog says a backlog decided (WithBacklog), not an interval's CPU.
+	Backlog bool
 }
 
 // Fixed says why Run would leave GOMAXPROCS alone in this process, or ""
@@ -109,6 +122,11 @@ func Run(ctx context.Context, opts ...Option) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-o.backlog:
+			if s.backlog() == raise {
+				runtime.SetDefaultGOMAXPROCS()
+				o.changed(Change{From: 1, To: runtime.GOMAXPROCS(0), Backlog: true})
+			}
 		case now := <-tick.C:
 			cpu, err := processCPU()
 			if err != nil {
@@ -176,6 +194,16 @@ func (s *state) observe(p policy, used float64) move {
 	}
 	s.onOne, s.quiet = true, 0
 	return lower
+}
+
+// backlog takes a backlog the caller reported: busy, whatever the CPU.
+func (s *state) backlog() move {
+	s.quiet = 0
+	if s.onOne {
+		s.onOne = false
+		return raise
+	}
+	return stay
 }
 
 func (m move) String() string {
