@@ -10,7 +10,9 @@
 // with two Ps, 2 and about 80 µs with one. Under load the second P is worth
 // having (an embedded JetStream server shares the process), so Run watches
 // the process's CPU time and moves between the two: one P after a few quiet
-// intervals, the runtime's default again as soon as an interval is busy.
+// intervals, the runtime's default again as soon as an interval is busy, or
+// at once when the caller reports a backlog (WithBacklog): a burst after a
+// quiet spell then does not spend up to an interval on one P.
 //
 // Run leaves GOMAXPROCS alone when the environment sets it (the operator
 // chose) or when the runtime's default is already one (a CPU limit of a
