@@ -70,6 +70,10 @@ func startCluster(t *testing.T, n int) *testCluster {
 			StoreDir:   t.TempDir(),
 			Cluster:    server.ClusterOpts{Name: "gcnats-test", Host: "127.0.0.1", Port: clusterPorts[i]},
 			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
+			// Lame duck mode as a Helm chart's preStop hook starts it, in
+			// seconds rather than its default two minutes.
+			LameDuckDuration:    2 * time.Second,
+			LameDuckGracePeriod: 500 * time.Millisecond,
 		}})
 	}
 	t.Cleanup(func() {
@@ -322,6 +326,26 @@ func TestClusterFailover(t *testing.T) {
 			catchUp(h)
 			took := time.Since(stopped)
 			h.t.Logf("node %s (gcnats' own) shut down: gcnats moved to %s, caught up %s after",
+				nd.name, h.sc.pub.Conn().ConnectedServerName(), took.Round(time.Millisecond))
+			c.start(nd)
+			c.waitStreamCurrent("GENESYS")
+			return took
+		}},
+		{"gcnats' node in lame duck mode", func(h *harness, c *testCluster) time.Duration {
+			// How the NATS Helm chart takes a node down (preStop: nats-server
+			// --signal ldm): the node hands its Raft leaderships over, stops
+			// its JetStream, tells its clients, and closes them one by one.
+			nd := c.node(h.sc.pub.Conn().ConnectedServerName())
+			began := time.Now()
+			nd.srv.LameDuckShutdown()
+			c.stop(nd)
+			c.waitFor("gcnats on another node", func() bool {
+				nc := h.sc.pub.Conn()
+				return nc.IsConnected() && nc.ConnectedServerName() != nd.name
+			})
+			catchUp(h)
+			took := time.Since(began)
+			h.t.Logf("node %s (gcnats' own) in lame duck mode: gcnats moved to %s, caught up %s after it began",
 				nd.name, h.sc.pub.Conn().ConnectedServerName(), took.Round(time.Millisecond))
 			c.start(nd)
 			c.waitStreamCurrent("GENESYS")
