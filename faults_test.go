@@ -301,7 +301,7 @@ func TestStreamDeletedWhileRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.verify(h.sim.EmitN(20*faultTopicCount), true)
-	if !strings.Contains(h.logs.full(), "stream was gone; created it again") {
+	if !strings.Contains(h.logs.full(), "no stream for the subject; set the stream up again") {
 		t.Error("no line saying the stream was created again")
 	}
 	if n := counterValue(h.sc.metrics.failed); n != 0 {

@@ -140,11 +140,13 @@ func (p *Publisher) recreate(subj string) bool {
 	p.recreated[cfg.Name] = err == nil
 	if err != nil {
 		if n, ok := p.failLog.allow(time.Now()); ok {
-			p.log.Error("stream gone, and creating it again failed", "stream", cfg.Name, "err", err, "suppressed", n)
+			p.log.Error("no stream for the subject, and setting it up again failed", "stream", cfg.Name, "subject", strings.Clone(subj), "err", err, "suppressed", n)
 		}
 		return false
 	}
-	p.log.Warn("stream was gone; created it again", "stream", cfg.Name, "subjects", cfg.Subjects)
+	// Gone, or edited to leave the subject out: EnsureStream creates it or
+	// puts its subjects back.
+	p.log.Warn("no stream for the subject; set the stream up again", "stream", cfg.Name, "subject", strings.Clone(subj), "subjects", cfg.Subjects)
 	// The other records of this round to its subjects are sent again too.
 	for s, gone := range p.noStream {
 		if gone && slices.ContainsFunc(cfg.Subjects, func(f string) bool { return server.SubjectMatchesFilter(s, f) }) {

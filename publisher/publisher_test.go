@@ -301,52 +301,69 @@ func TestPublishNoStreamIsPermanent(t *testing.T) {
 }
 
 // A stream the publisher keeps (WithStreams) that is deleted under it,
-// say by an operator, is created again, and the records that found it gone
-// are stored there; a subject no kept stream covers is still given up.
+// say by an operator, is created again, or put back on its subjects when
+// edited to leave them out, and the records that found no stream are
+// stored there; a subject no kept stream covers is still given up.
 func TestDeletedStreamIsCreatedAgain(t *testing.T) {
-	e := newEnv(t)
 	cfg := StreamConfig{Name: "TEST", Subjects: []string{"t.>"}, MaxAge: time.Hour, Duplicates: 2 * time.Minute}
-	var reasons reasonCounter
-	p := newPublisher(t, e.js, WithStreams(cfg), WithObserver(reasons.observer()))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	publish := func(from, to int) map[string]bool {
-		ids := map[string]bool{}
-		for i := from; i < to; i++ {
-			r := testRecord(i, nil)
-			ids[string(r.ID)] = true
-			if err := p.Publish(ctx, r); err != nil {
+	for _, tc := range []struct {
+		name  string
+		fault func(ctx context.Context, js jetstream.JetStream) error
+		fresh bool // the stream holds only what came after
+	}{
+		{"deleted", func(ctx context.Context, js jetstream.JetStream) error { return js.DeleteStream(ctx, "TEST") }, true},
+		{"edited to other subjects", func(ctx context.Context, js jetstream.JetStream) error {
+			_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: "TEST", Subjects: []string{"other.>"}, MaxAge: time.Hour, Duplicates: 2 * time.Minute})
+			return err
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			var reasons reasonCounter
+			p := newPublisher(t, e.js, WithStreams(cfg), WithObserver(reasons.observer()))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			publish := func(from, to int, ids map[string]bool) {
+				for i := from; i < to; i++ {
+					r := testRecord(i, nil)
+					ids[string(r.ID)] = true
+					if err := p.Publish(ctx, r); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			want := map[string]bool{}
+			publish(0, 50, want)
+			if err := p.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-		}
-		return ids
-	}
-	publish(0, 50)
-	if err := p.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.js.DeleteStream(ctx, "TEST"); err != nil {
-		t.Fatal(err)
-	}
-	after := publish(50, 100)
-	lost := testRecord(100, nil)
-	lost.Subject = []byte("nowhere.x")
-	if err := p.Publish(ctx, lost); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Flush(ctx); !errors.Is(err, ErrNotStored) {
-		t.Fatalf("Flush = %v, want ErrNotStored for the one record no stream covers", err)
-	}
-	assertExactlyOnce(t, e.js, "TEST", after)
-	s, err := e.js.Stream(ctx, "TEST")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := s.CachedInfo().Config; got.MaxAge != time.Hour || got.Duplicates != 2*time.Minute {
-		t.Errorf("created again with max age %s and duplicate window %s, want the kept settings", got.MaxAge, got.Duplicates)
-	}
-	if st := p.Stats(); st.Failed != 1 || reasons.get(ReasonNoStream) != 1 {
-		t.Fatalf("stats %+v, given up for no stream %d; want only the uncovered record given up", st, reasons.get(ReasonNoStream))
+			if err := tc.fault(ctx, e.js); err != nil {
+				t.Fatal(err)
+			}
+			if tc.fresh {
+				clear(want)
+			}
+			publish(50, 100, want)
+			lost := testRecord(100, nil)
+			lost.Subject = []byte("nowhere.x")
+			if err := p.Publish(ctx, lost); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Flush(ctx); !errors.Is(err, ErrNotStored) {
+				t.Fatalf("Flush = %v, want ErrNotStored for the one record no stream covers", err)
+			}
+			assertExactlyOnce(t, e.js, "TEST", want)
+			s, err := e.js.Stream(ctx, "TEST")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.CachedInfo().Config; got.MaxAge != time.Hour || got.Duplicates != 2*time.Minute || !slices.Equal(got.Subjects, cfg.Subjects) {
+				t.Errorf("set up again with subjects %v, max age %s and duplicate window %s, want the kept settings", got.Subjects, got.MaxAge, got.Duplicates)
+			}
+			if st := p.Stats(); st.Failed != 1 || reasons.get(ReasonNoStream) != 1 {
+				t.Fatalf("stats %+v, given up for no stream %d; want only the uncovered record given up", st, reasons.get(ReasonNoStream))
+			}
+		})
 	}
 }
 
