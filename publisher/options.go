@@ -32,7 +32,7 @@ type options struct {
 	trimEvery      time.Duration // how often the free list is cut to recent use
 	log            *slog.Logger
 	obs            Observer
-	streams        []StreamConfig // kept: created again when found gone
+	streams        []StreamConfig // kept: set up again when a subject of theirs finds no stream
 }
 
 func defaultOptions() options {
@@ -176,9 +176,9 @@ func WithObserver(obs Observer) Option {
 // WithStreams names the streams the publisher keeps. A record that finds
 // no stream for its subject is given up, unless one of these would cover
 // it: then the stream was deleted under the publisher (by an operator, or
-// with a server's store), and the publisher creates it again with
-// [EnsureStream] and sends the record there, rather than give up every
-// event until a restart.
+// with a server's store) or edited to leave the subject out, and the
+// publisher sets it up again with [EnsureStream] and sends the record
+// there, rather than give up every event until a restart.
 func WithStreams(cfgs ...StreamConfig) Option {
 	return func(o *options) error {
 		for _, c := range cfgs {
