@@ -16,8 +16,9 @@ import (
 // the binary three ways in each round (procsVariants): with GOMAXPROCS as
 // the binary chooses it (one P while the load is light, see package
 // adaptprocs), pinned to the CPU count (how it ran before it chose), and
-// pinned to one. Beside each one's latency it reports its CPU per event at
-// that rate, to read the two together.
+// pinned to one; with GCNATS_BENCH_COMPARE naming another build, that one
+// too, as it chooses. Beside each one's latency it reports its CPU per
+// event at that rate, to read the two together.
 func BenchmarkProcessLatency(b *testing.B) {
 	const (
 		topics   = 100
@@ -25,18 +26,18 @@ func BenchmarkProcessLatency(b *testing.B) {
 		duration = 4 * time.Second
 		n        = int(rate * duration / time.Second)
 	)
-	bin := buildBinary(b)
+	variants := variantsOf(buildBinary(b))
 	srv, js := benchJetStream(b)
 	org := newProcessOrg(b, topics, 11, "NATS_URL="+srv.ClientURL())
 	type figures struct {
 		lat      [4]float64
 		perEvent float64
 	}
-	results := make([][]figures, len(procsVariants))
+	results := make([][]figures, len(variants))
 	for range b.N {
 		for range benchRounds {
-			for vi, v := range procsVariants {
-				p, addr := startReady(b, bin, slices.Concat(org.env, v.env))
+			for vi, v := range variants {
+				p, addr := startReady(b, v.bin, slices.Concat(org.env, v.env))
 				stream, err := js.Stream(context.Background(), "GENESYS")
 				if err != nil {
 					b.Fatal(err)
@@ -64,7 +65,7 @@ func BenchmarkProcessLatency(b *testing.B) {
 			}
 		}
 	}
-	for vi, v := range procsVariants {
+	for vi, v := range variants {
 		for k, q := range []string{"p50", "p99", "p99.9", "max"} {
 			var xs []float64
 			for _, f := range results[vi] {
