@@ -32,12 +32,13 @@ func (sc *sidecar) ensureStream(ctx context.Context, cfg publisher.StreamConfig)
 		case !publisher.Temporary(err):
 			return err
 		}
+		// The probes say why before the log does.
+		sc.phase.Store("setting up stream " + cfg.Name + ", retrying: " + err.Error())
 		if attempt == 0 {
 			sc.log.Warn("cannot set up the stream yet; retrying", "stream", cfg.Name, "replicas", cfg.Replicas, "err", err)
 		} else {
 			sc.log.Debug("stream set-up failed again", "stream", cfg.Name, "attempt", attempt+1, "err", err)
 		}
-		sc.phase.Store("setting up stream " + cfg.Name + ", retrying: " + err.Error())
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
