@@ -294,6 +294,29 @@ func catchUp(h *harness) time.Duration {
 	return time.Since(start)
 }
 
+// takeGcnatsNode takes away, with down, the node gcnats is connected to,
+// and brings it back once gcnats has moved to another node and caught up;
+// it returns the time from the fault's start until then.
+func takeGcnatsNode(h *harness, c *testCluster, how string, down func(*clusterNode)) time.Duration {
+	h.t.Helper()
+	nd := c.node(h.sc.pub.Conn().ConnectedServerName())
+	began := time.Now()
+	down(nd)
+	// Caught up means on another node: nats.go may not have noticed the
+	// loss yet when nothing was in flight.
+	c.waitFor("gcnats on another node", func() bool {
+		nc := h.sc.pub.Conn()
+		return nc.IsConnected() && nc.ConnectedServerName() != nd.name
+	})
+	catchUp(h)
+	took := time.Since(began)
+	h.t.Logf("node %s (gcnats' own) %s: gcnats moved to %s, caught up %s after the fault began",
+		nd.name, how, h.sc.pub.Conn().ConnectedServerName(), took.Round(time.Millisecond))
+	c.start(nd)
+	c.waitStreamCurrent("GENESYS")
+	return took
+}
+
 // TestClusterFailover runs gcnats against a three-node JetStream cluster
 // with an R3 stream while the org sends a steady stream of events, and
 // takes nodes away under it. Every event is stored once: publishes cut
@@ -314,42 +337,16 @@ func TestClusterFailover(t *testing.T) {
 			return t0
 		}},
 		{"gcnats' node shut down", func(h *harness, c *testCluster) time.Duration {
-			nd := c.node(h.sc.pub.Conn().ConnectedServerName())
-			stopped := time.Now()
-			c.stop(nd)
-			// Caught up means on another node: nats.go may not have
-			// noticed the loss yet when nothing was in flight.
-			c.waitFor("gcnats on another node", func() bool {
-				nc := h.sc.pub.Conn()
-				return nc.IsConnected() && nc.ConnectedServerName() != nd.name
-			})
-			catchUp(h)
-			took := time.Since(stopped)
-			h.t.Logf("node %s (gcnats' own) shut down: gcnats moved to %s, caught up %s after",
-				nd.name, h.sc.pub.Conn().ConnectedServerName(), took.Round(time.Millisecond))
-			c.start(nd)
-			c.waitStreamCurrent("GENESYS")
-			return took
+			return takeGcnatsNode(h, c, "shut down", c.stop)
 		}},
 		{"gcnats' node in lame duck mode", func(h *harness, c *testCluster) time.Duration {
 			// How the NATS Helm chart takes a node down (preStop: nats-server
 			// --signal ldm): the node hands its Raft leaderships over, stops
 			// its JetStream, tells its clients, and closes them one by one.
-			nd := c.node(h.sc.pub.Conn().ConnectedServerName())
-			began := time.Now()
-			nd.srv.LameDuckShutdown()
-			c.stop(nd)
-			c.waitFor("gcnats on another node", func() bool {
-				nc := h.sc.pub.Conn()
-				return nc.IsConnected() && nc.ConnectedServerName() != nd.name
+			return takeGcnatsNode(h, c, "in lame duck mode", func(nd *clusterNode) {
+				nd.srv.LameDuckShutdown()
+				c.stop(nd)
 			})
-			catchUp(h)
-			took := time.Since(began)
-			h.t.Logf("node %s (gcnats' own) in lame duck mode: gcnats moved to %s, caught up %s after it began",
-				nd.name, h.sc.pub.Conn().ConnectedServerName(), took.Round(time.Millisecond))
-			c.start(nd)
-			c.waitStreamCurrent("GENESYS")
-			return took
 		}},
 		{"rolling restart", func(h *harness, c *testCluster) time.Duration {
 			var worst time.Duration
