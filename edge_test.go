@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gcnats/gcnats/internal/natstest"
 	"github.com/gcnats/gcnats/simulator"
 )
 
@@ -41,14 +42,14 @@ func startHub(t *testing.T) *testHub {
 	hb := &testHub{t: t, opts: &server.Options{
 		ServerName:      "hub",
 		Host:            "127.0.0.1",
-		Port:            freePort(t),
+		Port:            natstest.FreePort(t),
 		NoSigs:          true,
 		NoLog:           true,
 		JetStream:       true,
 		JetStreamDomain: hubJSDomain,
 		StoreDir:        t.TempDir(),
 		LeafNode: server.LeafNodeOpts{
-			Host: "127.0.0.1", Port: freePort(t),
+			Host: "127.0.0.1", Port: natstest.FreePort(t),
 			Username: leafUser, Password: leafPass,
 			// Otherwise the edge learns the hub's own leaf address and
 			// redials it around the test's proxy.
@@ -122,7 +123,7 @@ type linkProxy struct {
 
 func startProxy(t *testing.T, target string) *linkProxy {
 	t.Helper()
-	p := &linkProxy{t: t, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), target: target, conns: map[net.Conn]bool{}}
+	p := &linkProxy{t: t, addr: fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t)), target: target, conns: map[net.Conn]bool{}}
 	p.restore()
 	t.Cleanup(func() { p.cut(); p.wg.Wait() })
 	return p
@@ -191,7 +192,7 @@ func edgeHarness(t *testing.T, environ map[string]string) (*harness, *testHub, *
 	p := startProxy(t, hb.leafAddr())
 	env := map[string]string{
 		"NATS_URL":               "",
-		"GCNATS_EMBEDDED_LISTEN": fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"GCNATS_EMBEDDED_LISTEN": fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t)),
 		"GCNATS_STORE_DIR":       t.TempDir(),
 		"GCNATS_LEAF_REMOTE":     "nats-leaf://" + p.addr,
 		"GCNATS_LEAF_USER":       leafUser,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/gcnats/gcnats/internal/natstest"
 	"github.com/gcnats/gcnats/simulator"
 )
 
@@ -97,7 +98,7 @@ func TestBinaryAdaptsGOMAXPROCS(t *testing.T) {
 	// the process does next to nothing.
 	t.Run("a backlog raises it at once", func(t *testing.T) {
 		opts := &server.Options{
-			ServerName: "procs", Host: "127.0.0.1", Port: freePort(t), NoSigs: true, NoLog: true,
+			ServerName: "procs", Host: "127.0.0.1", Port: natstest.FreePort(t), NoSigs: true, NoLog: true,
 			JetStream: true, StoreDir: t.TempDir(),
 		}
 		srv := startNATS(t, opts)

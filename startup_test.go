@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gcnats/gcnats/internal/natstest"
 	"github.com/gcnats/gcnats/simulator"
 )
 
@@ -19,8 +20,8 @@ import (
 // uses to hold the app back, answers 200 only once NATS accepts clients
 // and the streams exist.
 func TestStartupzWaitsForNATS(t *testing.T) {
-	natsPort := freePort(t)
-	base := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	natsPort := natstest.FreePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", natstest.FreePort(t))
 	h := faultHarness(t, simulator.Options{}, map[string]string{
 		"NATS_URL":         fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
 		"GCNATS_HTTP_ADDR": strings.TrimPrefix(base, "http://"),

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/gcnats/gcnats/internal/natstest"
 )
 
 // waitLeaf waits for the edge's leaf link to come up, or for the edge's
@@ -111,7 +113,7 @@ func TestEmbeddedLeaf(t *testing.T) {
 			log:    "certificate signed by unknown authority"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			port := freeLoopbackPort(t) // nats-server does not report a leaf port it picked itself
+			port := natstest.FreePort(t) // nats-server does not report a leaf port it picked itself
 			o := &server.Options{LeafNode: server.LeafNodeOpts{Host: "127.0.0.1", Port: port}}
 			tc.hub(o)
 			runServer(t, o)
