@@ -43,12 +43,17 @@ import (
 //     socket alone costs;
 //   - that again with its reads outside the runtime's system call
 //     bookkeeping (package rawio), as gcnats reads: the socket's floor;
+//   - gcnats with its embedded JetStream server, as one pod runs it alone
+//     (NATS_URL empty): the process's CPU then includes the server's, and
+//     the benchmark checks, from the store it leaves, that it stored
+//     every event;
 //   - this process (simulator and JetStream server) over gcnats' windows;
 //   - with GCNATS_BENCH_COMPARE naming another gcnats binary (a build of
 //     another commit), that binary run as gcnats is, right after it: an
 //     A/B comparison whose two sides share each round's machine, which
 //     moves by more than most changes between runs. Two builds of the
-//     same commit measure the noise that is left.
+//     same commit measure the noise that is left. That build runs with
+//     its embedded server too, beside gcnats with its own.
 func BenchmarkProcess(b *testing.B) {
 	const (
 		topics = 5000
@@ -94,8 +99,20 @@ func BenchmarkProcess(b *testing.B) {
 		env := slices.Concat(base, []string{"GCNATS_HTTP_ADDR=" + addr}, extra)
 		return measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, events(), emit)
 	}
+	// embedded runs a binary with its embedded server and checks that the
+	// store it leaves holds every event.
+	embedded := func(bin string) processFigures {
+		addr, store := freeAddr(b), b.TempDir()
+		env := slices.Concat(base, []string{"GCNATS_HTTP_ADDR=" + addr, "NATS_URL=", "GCNATS_EMBEDDED_LISTEN=" + freeAddr(b), "GCNATS_STORE_DIR=" + store})
+		batches := events()
+		f, _ := measureProcess(b, exec.Command(bin), env, func() bool { return isReady(addr) }, batches, emit)
+		if n := storedIn(b, store); n != uint64(len(batches)) {
+			b.Fatalf("%s with its embedded server stored %d events of %d", bin, n, len(batches))
+		}
+		return f
+	}
 	other := os.Getenv("GCNATS_BENCH_COMPARE")
-	var gc, gc1, gcN, pl, rd, rdRaw, self, cmp []processFigures
+	var gc, gc1, gcN, emb, pl, rd, rdRaw, self, cmp, cmpEmb []processFigures
 	for range b.N {
 		for round := range benchRounds {
 			// The two sides take turns going first: a machine warming
@@ -116,6 +133,14 @@ func BenchmarkProcess(b *testing.B) {
 			gc1 = append(gc1, f)
 			f, _ = gcnats(pinnedNCPU())
 			gcN = append(gcN, f)
+			for turn := range 2 {
+				switch {
+				case (turn == round%2) && other != "":
+					cmpEmb = append(cmpEmb, embedded(other))
+				case turn != round%2:
+					emb = append(emb, embedded(bin))
+				}
+			}
 
 			pl = append(pl, runPlain())
 			rd = append(rd, runPlain("PLAIN_READ_ONLY=1"))
@@ -150,7 +175,7 @@ func BenchmarkProcess(b *testing.B) {
 	for _, p := range []struct {
 		prefix string
 		figs   []processFigures
-	}{{"", gc}, {"gomaxprocs1-", gc1}, {"gomaxprocs-ncpu-", gcN}, {"plain-", pl}, {"read-only-", rd}, {"read-only-raw-io-", rdRaw}} {
+	}{{"", gc}, {"gomaxprocs1-", gc1}, {"gomaxprocs-ncpu-", gcN}, {"embedded-", emb}, {"plain-", pl}, {"read-only-", rd}, {"read-only-raw-io-", rdRaw}} {
 		for _, fig := range figures {
 			b.ReportMetric(med(p.figs, fig.pick), p.prefix+fig.unit)
 		}
@@ -163,6 +188,10 @@ func BenchmarkProcess(b *testing.B) {
 		}
 		b.ReportMetric(med(gc, perEvent)/med(cmp, perEvent), "cpu-ratio-to-compare")
 		b.ReportMetric(med(gc, func(f processFigures) float64 { return f.runs })/med(cmp, func(f processFigures) float64 { return f.runs }), "runs-ratio-to-compare")
+		for _, fig := range figures {
+			b.ReportMetric(med(cmpEmb, fig.pick), "compare-embedded-"+fig.unit)
+		}
+		b.ReportMetric(med(emb, perEvent)/med(cmpEmb, perEvent), "embedded-cpu-ratio-to-compare")
 	}
 	// This process (simulator and JetStream server) has no ready time, RSS
 	// or monitor figures of its own here.
@@ -264,6 +293,36 @@ func plainStream(b *testing.B, url string) uint64 {
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: "PLAIN", Subjects: []string{"plain.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
 	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// storedIn opens the store a gcnats process with its embedded server left
+// behind and says how many events its stream holds.
+func storedIn(b *testing.B, storeDir string) uint64 {
+	srv, err := publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: storeDir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "GENESYS")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gcnats/gcnats/internal/natstest"
 	"github.com/gcnats/gcnats/publisher"
 	"github.com/gcnats/gcnats/simulator"
 )
@@ -166,6 +171,34 @@ func TestPayloadFrame(t *testing.T) {
 		}
 	}
 	if acc := account(events, msgs, nil); acc.Lost+acc.Duplicated+acc.Unexpected != 0 {
+		t.Fatal(acc)
+	}
+}
+
+// TestEmbeddedServer runs the sidecar with no NATS_URL, as one pod alone:
+// its own connection to its embedded server is in process (no loopback
+// socket), apps in the pod read the events over TCP on
+// GCNATS_EMBEDDED_LISTEN, and every event is stored once.
+func TestEmbeddedServer(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, map[string]string{
+		"NATS_URL":               "",
+		"GCNATS_EMBEDDED_LISTEN": fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t)),
+		"GCNATS_STORE_DIR":       t.TempDir(),
+	})
+	h.start(faultTopicCount)
+	if got := h.sc.nc.ConnectedAddr(); got != "pipe" {
+		t.Fatalf("the sidecar's connection to its embedded server goes to %q, want in process (%q)", got, "pipe")
+	}
+	var err error
+	if h.nc, err = nats.Connect(h.sc.embedded.ClientURL()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.nc.Close)
+	if h.js, err = jetstream.New(h.nc); err != nil {
+		t.Fatal(err)
+	}
+	events := h.sim.EmitN(200 * faultTopicCount)
+	if acc := account(events, h.collect("GENESYS", len(events)), nil); acc.Lost+acc.Duplicated+acc.Unexpected != 0 {
 		t.Fatal(acc)
 	}
 }

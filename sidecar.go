@@ -196,6 +196,11 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger, backlog fun
 		KeyFile:   s.NATSKey,
 		Logger:    log,
 	}
+	if sc.embedded != nil {
+		// In process, not over loopback TCP: no system calls on the
+		// way to the server and back (see Embedded.InProcessConn).
+		connOpts.Options = append(connOpts.Options, nats.InProcessServer(sc.embedded))
+	}
 	sc.nc, err = publisher.Connect(ctx, url, connOpts)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS: %w", err)
