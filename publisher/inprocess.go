@@ -18,6 +18,10 @@ const inProcessWriteBuffer = 4 << 20
 // server that has stopped reading without closing.
 const inProcessLinger = time.Second
 
+// maxSpareBatch is the largest batch buffer kept for reuse: everyday
+// batches are a few KB, and a burst's megabytes need not stay resident.
+const maxSpareBatch = 256 << 10
+
 // InProcessConn connects a client to the server without a socket; pass the
 // server to nats.InProcessServer. The sidecar's own connection to its
 // embedded server goes this way: no loopback TCP, no system call per write
@@ -140,7 +144,9 @@ func (w *writeBehind) pump() {
 			_, err := w.Conn.Write(batch)
 
 			w.mu.Lock()
-			w.spare = batch
+			if cap(batch) <= maxSpareBatch {
+				w.spare = batch // a burst's large buffer goes to the collector
+			}
 			if err != nil {
 				if !w.closing {
 					w.err = err

@@ -226,3 +226,33 @@ func TestInProcessConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteBehindDropsLargeBuffers: after a burst, the queue does not keep
+// its megabytes for reuse.
+func TestWriteBehindDropsLargeBuffers(t *testing.T) {
+	client, peer := net.Pipe()
+	defer peer.Close()
+	w := newWriteBehind(client, 4<<20)
+	defer w.Close()
+	for _, n := range []int{1 << 20, 1, 2} {
+		if _, err := w.Write(make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := io.ReadFull(peer, make([]byte, 1<<20+3)); err != nil {
+		t.Fatal(err)
+	}
+	// One more batch: the pump has dealt with the burst's buffer before it
+	// takes this one, keeping it as its spare or as the new queue.
+	if _, err := w.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c := max(cap(w.spare), cap(w.queued)); c > maxSpareBatch {
+		t.Fatalf("a %d-byte buffer kept after a 1 MiB burst", c)
+	}
+}
