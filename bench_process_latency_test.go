@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"os"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gcnats/gcnats/simulator"
 )
@@ -17,8 +21,12 @@ import (
 // the binary chooses it (one P while the load is light, see package
 // adaptprocs), pinned to the CPU count (how it ran before it chose), and
 // pinned to one; with GCNATS_BENCH_COMPARE naming another build, that one
-// too, as it chooses. Beside each one's latency it reports its CPU per
-// event at that rate, to read the two together.
+// too, as it chooses. A fourth way runs the binary with its embedded
+// server (NATS_URL empty, as one pod runs alone; "embedded-"), timed the
+// same way against that server's timestamps, its CPU the server's too
+// (and GCNATS_BENCH_COMPARE's build that way as well, "compare-embedded-").
+// Beside each one's latency it reports its CPU per event at that rate, to
+// read the two together.
 func BenchmarkProcessLatency(b *testing.B) {
 	const (
 		topics   = 100
@@ -26,8 +34,12 @@ func BenchmarkProcessLatency(b *testing.B) {
 		duration = 4 * time.Second
 		n        = int(rate * duration / time.Second)
 	)
-	variants := variantsOf(buildBinary(b))
-	srv, js := benchJetStream(b)
+	bin := buildBinary(b)
+	variants := append(variantsOf(bin), binVariant{prefix: "embedded-", bin: bin, embedded: true})
+	if other := os.Getenv("GCNATS_BENCH_COMPARE"); other != "" {
+		variants = append(variants, binVariant{prefix: "compare-embedded-", bin: other, embedded: true})
+	}
+	srv, external := benchJetStream(b)
 	org := newProcessOrg(b, topics, 11, "NATS_URL="+srv.ClientURL())
 	type figures struct {
 		lat      [4]float64
@@ -37,7 +49,23 @@ func BenchmarkProcessLatency(b *testing.B) {
 	for range b.N {
 		for range benchRounds {
 			for vi, v := range variants {
-				p, addr := startReady(b, v.bin, slices.Concat(org.env, v.env))
+				env, js := slices.Concat(org.env, v.env), external
+				var listen string
+				if v.embedded {
+					listen = freeAddr(b)
+					env = append(env, "NATS_URL=", "GCNATS_EMBEDDED_LISTEN="+listen, "GCNATS_STORE_DIR="+b.TempDir())
+				}
+				p, addr := startReady(b, v.bin, env)
+				var nc *nats.Conn
+				if v.embedded {
+					var err error
+					if nc, err = nats.Connect("nats://" + listen); err != nil {
+						b.Fatal(err)
+					}
+					if js, err = jetstream.New(nc); err != nil {
+						b.Fatal(err)
+					}
+				}
 				stream, err := js.Stream(context.Background(), "GENESYS")
 				if err != nil {
 					b.Fatal(err)
@@ -61,6 +89,9 @@ func BenchmarkProcessLatency(b *testing.B) {
 				waitStored(b, stream, uint64(n))
 				perEvent := float64((cpuOf(b, pid) - c0).Microseconds()) / float64(n)
 				results[vi] = append(results[vi], figures{percentiles(b, js, "GENESYS", sent), perEvent})
+				if nc != nil {
+					nc.Close()
+				}
 				p.stop(b)
 			}
 		}

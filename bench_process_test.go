@@ -381,6 +381,7 @@ var procsVariants = []struct {
 type binVariant struct {
 	prefix, bin string
 	env         []string
+	embedded    bool // with its embedded server (NATS_URL empty)
 }
 
 // variantsOf is procsVariants of bin, and with GCNATS_BENCH_COMPARE naming
@@ -388,10 +389,10 @@ type binVariant struct {
 func variantsOf(bin string) []binVariant {
 	var vs []binVariant
 	for _, v := range procsVariants {
-		vs = append(vs, binVariant{v.prefix, bin, v.env})
+		vs = append(vs, binVariant{prefix: v.prefix, bin: bin, env: v.env})
 	}
 	if other := os.Getenv("GCNATS_BENCH_COMPARE"); other != "" {
-		vs = append(vs, binVariant{"compare-", other, nil})
+		vs = append(vs, binVariant{prefix: "compare-", bin: other})
 	}
 	return vs
 }
