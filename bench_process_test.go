@@ -279,28 +279,9 @@ func buildPlainForwarder(b *testing.B) string {
 // a 2-minute duplicate window, like gcnats') and says how many messages it
 // holds.
 func plainStream(b *testing.B, url string) uint64 {
-	nc, err := nats.Connect(url)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	return streamMsgs(b, url, "PLAIN", &jetstream.StreamConfig{
 		Name: "PLAIN", Subjects: []string{"plain.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return info.State.Msgs
 }
 
 // storedIn opens the store a gcnats process with its embedded server left
@@ -311,7 +292,13 @@ func storedIn(b *testing.B, storeDir string) uint64 {
 		b.Fatal(err)
 	}
 	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL())
+	return streamMsgs(b, srv.ClientURL(), "GENESYS", nil)
+}
+
+// streamMsgs says how many messages the stream named holds on the server
+// at url, creating or updating it as cfg says first when cfg is not nil.
+func streamMsgs(b *testing.B, url, name string, cfg *jetstream.StreamConfig) uint64 {
+	nc, err := nats.Connect(url)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -322,7 +309,12 @@ func storedIn(b *testing.B, storeDir string) uint64 {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, "GENESYS")
+	var s jetstream.Stream
+	if cfg != nil {
+		s, err = js.CreateOrUpdateStream(ctx, *cfg)
+	} else {
+		s, err = js.Stream(ctx, name)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
