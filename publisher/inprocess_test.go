@@ -256,3 +256,61 @@ func TestWriteBehindDropsLargeBuffers(t *testing.T) {
 		t.Fatalf("a %d-byte buffer kept after a 1 MiB burst", c)
 	}
 }
+
+// TestInProcessConnectionDropped: the server closes the publisher's
+// in-process connection while records are in flight (as it would a slow
+// consumer). nats.go connects in process again, and every record is
+// stored once.
+func TestInProcessConnectionDropped(t *testing.T) {
+	e := startServer(t, t.TempDir(), "127.0.0.1:-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, err := Connect(ctx, e.ClientURL(), ConnectOptions{Logger: testLogger(), Options: []nats.Option{
+		nats.InProcessServer(e), nats.ReconnectWait(20 * time.Millisecond),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := EnsureStream(ctx, js, StreamConfig{Name: "TEST", Subjects: []string{"t.>"}, MaxAge: time.Hour, Duplicates: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPublisher(t, js)
+	const n = 20000
+	body := bytes.Repeat([]byte("x"), 1000)
+	for i := range n {
+		if i == n/2 {
+			cid, err := nc.GetClientID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.srv.DisconnectClientByID(cid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Publish(ctx, testRecord(i, body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if nc.Reconnects == 0 {
+		t.Fatal("the connection was not dropped")
+	}
+	if got := nc.ConnectedAddr(); got != "pipe" {
+		t.Fatalf("reconnected to %q, not in process", got)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Fatalf("stored %d of %d", info.State.Msgs, n)
+	}
+}
