@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gcnats/gcnats/connector"
+	"github.com/gcnats/gcnats/internal/natstest"
 	"github.com/gcnats/gcnats/publisher"
 	"github.com/gcnats/gcnats/simulator"
 )
@@ -335,12 +335,7 @@ func percentiles(b *testing.B, js jetstream.JetStream, stream string, sent map[s
 }
 
 func freeAddr(b testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(b))
 }
 
 func isReady(addr string) bool {

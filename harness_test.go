@@ -20,6 +20,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/gcnats/gcnats/connector"
+	"github.com/gcnats/gcnats/internal/natstest"
 	"github.com/gcnats/gcnats/publisher"
 	"github.com/gcnats/gcnats/simulator"
 )
@@ -62,7 +63,10 @@ func newHarness(t *testing.T, simOpts simulator.Options, environ map[string]stri
 	h.sim = simulator.Start(t, simOpts)
 	var err error
 	h.natsStore = t.TempDir()
-	h.nats, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: "127.0.0.1:-1", StoreDir: h.natsStore})
+	// A port of its own, not the kernel's pick: fault tests restart the
+	// server on it (see natstest.FreePort).
+	listen := fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t))
+	h.nats, err = publisher.StartEmbedded(publisher.EmbeddedOptions{Listen: listen, StoreDir: h.natsStore})
 	if err != nil {
 		t.Fatalf("start JetStream: %v", err)
 	}

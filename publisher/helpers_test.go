@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gcnats/gcnats/internal/natstest"
 )
 
 // TestMain fails the package if any test left a goroutine behind: servers,
@@ -82,7 +84,9 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{dir: t.TempDir()}
-	e.srv = startServer(t, e.dir, "127.0.0.1:-1")
+	// A port of its own, not the kernel's pick: restart brings the server
+	// back on it (see natstest.FreePort).
+	e.srv = startServer(t, e.dir, fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t)))
 	e.nc = connectTest(t, e.srv.ClientURL())
 	js, err := jetstream.New(e.nc)
 	if err != nil {

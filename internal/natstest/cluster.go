@@ -7,8 +7,12 @@ package natstest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,17 +38,58 @@ type Node struct {
 	Srv  *server.Server  // nil while the node is down
 }
 
-// FreePort reserves a loopback port and releases it for a server to take.
-// Routes name every node's cluster port before any node starts, so the
-// ports cannot be left to the servers to pick.
+// FreePort finds a loopback port for a server to listen on, below the
+// kernel's ephemeral range. Routes name every node's cluster port before
+// any node starts, and a stopped node comes back on its ports, so the
+// ports cannot be left to the servers to pick; and a port from the
+// ephemeral range, while its server is down, can become the local port of
+// any outgoing connection on the machine (test packages run side by
+// side), after which the node cannot listen on it again. A process never
+// hands out the same port twice.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	low := ephemeralLow()
+	for range 1000 {
+		port := minPort + rand.IntN(low-minPort)
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		portsGiven[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port in %d-%d after 1000 tries", minPort, low-1)
+	return 0
+}
+
+// minPort is the lowest port FreePort picks: above the well-known and
+// most registered services' ports.
+const minPort = 20000
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range, from
+// which it picks the local ports of outgoing connections (Linux's default
+// 32768 elsewhere).
+func ephemeralLow() int {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > minPort+1000 {
+				low = n
+			}
+		}
+	}
+	return low
 }
 
 // StartCluster starts n nodes and waits until the cluster has elected a
@@ -142,6 +187,30 @@ func (c *Cluster) Start(nd *Node) {
 	c.Ready(nd)
 }
 
+// portsTaken says which of the ports the node has not bound another socket
+// holds, which ReadyForConnections does not say.
+func (nd *Node) portsTaken() string {
+	var ports []int
+	if nd.Srv.Addr() == nil {
+		ports = append(ports, nd.Opts.Port)
+	}
+	if nd.Srv.ClusterAddr() == nil {
+		ports = append(ports, nd.Opts.Cluster.Port)
+	}
+	var taken []string
+	for _, port := range ports {
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+			taken = append(taken, err.Error())
+		} else {
+			l.Close()
+		}
+	}
+	if len(taken) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(taken, "; ") + ")"
+}
+
 // Boot and Ready return their errors, for a node started from another
 // goroutine than the test's.
 func (nd *Node) Boot() error {
@@ -158,7 +227,7 @@ func (nd *Node) Ready() error {
 	// A node recovering its JetStream store under -race, beside every other
 	// test package on two cores, has taken over 10 s (make test).
 	if !nd.Srv.ReadyForConnections(30 * time.Second) {
-		return fmt.Errorf("node %s not accepting clients after 30s", nd.Name)
+		return fmt.Errorf("node %s not accepting clients after 30s%s", nd.Name, nd.portsTaken())
 	}
 	return nil
 }
