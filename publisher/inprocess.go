@@ -144,8 +144,8 @@ func (w *writeBehind) pump() {
 			_, err := w.Conn.Write(batch)
 
 			w.mu.Lock()
-			if cap(batch) <= maxSpareBatch {
-				w.spare = batch // a burst's large buffer goes to the collector
+			if cap(batch) <= maxSpareBatch { // a burst's buffer goes to the collector
+				w.spare = batch
 			}
 			if err != nil {
 				if !w.closing {
