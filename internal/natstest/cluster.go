@@ -187,8 +187,8 @@ func (c *Cluster) Start(nd *Node) {
 	c.Ready(nd)
 }
 
-// portsTaken says which of the ports the node has not bound another socket
-// holds, which ReadyForConnections does not say.
+// portsTaken names the ports the node has not bound because another
+// socket holds them: ReadyForConnections does not say why it gave up.
 func (nd *Node) portsTaken() string {
 	var ports []int
 	if nd.Srv.Addr() == nil {
