@@ -8,7 +8,9 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,13 +136,9 @@ func TestWriteBehindClose(t *testing.T) {
 	}
 	waiting := make(chan error, 1)
 	go func() { _, err := w.Write(make([]byte, 10)); waiting <- err }()
-	select {
-	case err := <-waiting:
-		t.Fatalf("a write past the limit returned %v while nothing reads", err)
-	case <-time.After(20 * time.Millisecond):
-		// Most likely waiting for room now; if not, it finds the
-		// connection closed, which asserts the same.
-	}
+	waitFor(t, 10*time.Second, "the write past the limit to wait for room", func() bool {
+		return parkedIn("publisher.(*writeBehind).Write", "[select")
+	})
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -313,4 +311,19 @@ func TestInProcessConnectionDropped(t *testing.T) {
 	if info.State.Msgs != n {
 		t.Fatalf("stored %d of %d", info.State.Msgs, n)
 	}
+}
+
+// parkedIn reports whether a goroutine is blocked (its state starting with
+// state, e.g. "[select") inside the function named fn: the waiting that a
+// test needs to have begun, which has no signal of its own.
+func parkedIn(fn, state string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, state) && strings.Contains(g, fn) {
+			return true
+		}
+	}
+	return false
 }

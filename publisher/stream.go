@@ -100,7 +100,8 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 // JetStream API. The server reports that on the connection, not to the
 // request, which would only time out, and look like a cluster not ready.
 // It chains to the connection's error handler until stop; nothing else may
-// set that handler meanwhile (EnsureStream runs before a Publisher does).
+// set that handler meanwhile: EnsureStream runs before a Publisher attaches
+// its own, or on the Publisher's run goroutine, which alone sets it.
 func failOnAPIDenial(ctx context.Context, nc *nats.Conn) (context.Context, func()) {
 	if nc == nil {
 		return ctx, func() {}
