@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,11 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gcnats/gcnats/connector"
 	"github.com/gcnats/gcnats/internal/natstest"
+	"github.com/gcnats/gcnats/internal/plainchannel"
+	"github.com/gcnats/gcnats/internal/rawio"
 	"github.com/gcnats/gcnats/publisher"
 	"github.com/gcnats/gcnats/simulator"
 )
@@ -162,15 +166,7 @@ func ceilingMsgs(b *testing.B, padding, n int) []*nats.Msg {
 func publishCeiling(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg) time.Duration {
 	start := time.Now()
 	for _, m := range msgs {
-		for {
-			_, err := js.PublishMsgAsync(m)
-			if err == nil {
-				break
-			}
-			if err != jetstream.ErrTooManyStalledMsgs {
-				b.Fatal(err)
-			}
-		}
+		publishStalled(b, js, m)
 	}
 	select {
 	case <-js.PublishAsyncComplete():
@@ -178,6 +174,20 @@ func publishCeiling(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg) time
 		b.Fatal("acks outstanding after two minutes")
 	}
 	return time.Since(start)
+}
+
+// publishStalled publishes m with PublishMsgAsync, trying again while
+// 4,096 are in flight.
+func publishStalled(b *testing.B, js jetstream.JetStream, m *nats.Msg) {
+	for {
+		_, err := js.PublishMsgAsync(m)
+		if err == nil {
+			return
+		}
+		if err != jetstream.ErrTooManyStalledMsgs {
+			b.Fatal(err)
+		}
+	}
 }
 
 func median(xs []float64) float64 {
@@ -191,12 +201,15 @@ func median(xs []float64) float64 {
 // clock stops when JetStream has acknowledged the last one. The baseline
 // is the ceiling: the same number of equally sized messages, headers and
 // dedup ids built in advance, published with PublishMsgAsync and 4,096 in
-// flight to the same server and stream.
+// flight to the same server and stream. Beside both, the forward-only
+// forwarder (forwardOnly) says how near the ceiling any program that reads
+// the events from a socket can come on this machine.
 func BenchmarkE2EThroughput(b *testing.B) {
 	for _, c := range []struct{ padding, n int }{{512, 60_000}, {4096, 20_000}} {
 		b.Run(fmt.Sprintf("size=%d", c.padding), func(b *testing.B) {
 			e := startE2E(b, 100, c.padding)
-			var gc, ceil []float64
+			fo := startForwardOnly(b, 100, c.padding)
+			var gc, ceil, floor []float64
 			var frameBytes int
 			for range b.N {
 				for range benchRounds {
@@ -214,16 +227,93 @@ func BenchmarkE2EThroughput(b *testing.B) {
 					d = time.Since(start)
 					gc = append(gc, float64(c.n)/d.Seconds())
 					frameBytes = len(evs[0].Frame)
+
+					msgs = ceilingMsgs(b, c.padding, c.n)
+					e.purge()
+					d = fo.run(b, e.js, msgs)
+					floor = append(floor, float64(c.n)/d.Seconds())
 				}
 			}
-			g, r := median(gc), median(ceil)
+			g, r, f := median(gc), median(ceil), median(floor)
 			b.ReportMetric(g, "gcnats-events/s")
 			b.ReportMetric(r, "ceiling-events/s")
 			b.ReportMetric(g/r, "ratio")
+			b.ReportMetric(f, "forward-only-events/s")
+			b.ReportMetric(f/r, "forward-only-ratio")
+			b.ReportMetric(g/f, "ratio-to-forward-only")
 			b.ReportMetric(float64(frameBytes), "frame-bytes")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// forwardOnly is the thinnest forwarder there can be, as a baseline: a
+// socket of a simulated org of its own (so gcnats does not read its
+// frames too), and for each event frame read, the ceiling's ready-made
+// message sent with the frame's bytes as its data. It does not decode,
+// route, hash or keep anything: what it adds to the ceiling is the
+// simulator's writes and the socket's reads, which every forwarder pays.
+type forwardOnly struct {
+	sim    *simulator.Server
+	topics []string
+	conn   *websocket.Conn
+	buf    bytes.Buffer
+}
+
+func startForwardOnly(b *testing.B, topics, padding int) *forwardOnly {
+	f := &forwardOnly{sim: simulator.Start(b, simulator.Options{Queues: 1, Users: topics, BodyPadding: padding, Seed: 9, RecordLimit: 1000})}
+	for _, u := range f.sim.Users() {
+		f.topics = append(f.topics, "v2.users."+u.ID+".presence")
+	}
+	token, err := plainchannel.Token(f.sim.URL(), f.sim.ClientID(), f.sim.ClientSecret())
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Read as gcnats reads its sockets (package rawio).
+	d := *websocket.DefaultDialer
+	d.NetDialContext = (&rawio.Dialer{}).DialContext
+	if f.conn, err = plainchannel.Open(f.sim.URL(), token, f.topics, &d); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.conn.Close() })
+	return f
+}
+
+// run has the simulator write len(msgs) events into the socket while it
+// reads them, publishing msgs[i] for the i-th with as many bytes of its
+// frame as msgs[i]'s body holds, and returns the time from the first write
+// to the last ack.
+func (f *forwardOnly) run(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg) time.Duration {
+	batch := f.sim.Prepare(len(msgs), f.topics...)
+	emitted := make(chan struct{})
+	start := time.Now()
+	go func() { f.sim.EmitBatch(batch); close(emitted) }()
+	for i := 0; i < len(msgs); {
+		_, r, err := f.conn.NextReader()
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.buf.Reset()
+		if _, err := f.buf.ReadFrom(r); err != nil {
+			b.Fatal(err)
+		}
+		if bytes.HasPrefix(f.buf.Bytes(), []byte(`{"topicName":"channel.`)) {
+			continue // a heartbeat
+		}
+		m := msgs[i]
+		// nats.go copies the data into its buffer before PublishMsgAsync
+		// returns, so the next read may reuse f.buf.
+		m.Data = f.buf.Bytes()[:min(len(m.Data), f.buf.Len())]
+		publishStalled(b, js, m)
+		i++
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(2 * time.Minute):
+		b.Fatal("acks outstanding after two minutes")
+	}
+	<-emitted
+	return time.Since(start)
 }
 
 // BenchmarkE2ELatency: 5,000 events/s over 100 topics, each frame timed

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -43,6 +44,10 @@ import (
 //     socket alone costs;
 //   - that again with its reads outside the runtime's system call
 //     bookkeeping (package rawio), as gcnats reads: the socket's floor;
+//   - the same program publishing each frame as it is read, undecoded,
+//     with a core NATS publish (no JetStream, no ack) on one P, with raw
+//     reads and writes: the floor of taking an event from the socket and
+//     handing it to NATS at all, which the benchmark checks it did;
 //   - gcnats with its embedded JetStream server, as one pod runs it alone
 //     (NATS_URL empty): the process's CPU then includes the server's, and
 //     the benchmark checks, from the store it leaves, that it stored
@@ -67,6 +72,7 @@ func BenchmarkProcess(b *testing.B) {
 	}
 	defer srv.Shutdown()
 	plainStream(b, srv.ClientURL())
+	forwarded := countForwarded(b, srv.ClientURL())
 	org := newProcessOrg(b, topics, 9, "NATS_URL="+srv.ClientURL())
 	sim, base := org.sim, org.env
 	topicsFile := filepath.Join(b.TempDir(), "topics")
@@ -112,7 +118,7 @@ func BenchmarkProcess(b *testing.B) {
 		return f
 	}
 	other := os.Getenv("GCNATS_BENCH_COMPARE")
-	var gc, gc1, gcN, emb, pl, rd, rdRaw, self, cmp, cmpEmb []processFigures
+	var gc, gc1, gcN, emb, pl, rd, rdRaw, fwd, self, cmp, cmpEmb []processFigures
 	for range b.N {
 		for round := range benchRounds {
 			// The two sides take turns going first: a machine warming
@@ -145,8 +151,10 @@ func BenchmarkProcess(b *testing.B) {
 			pl = append(pl, runPlain())
 			rd = append(rd, runPlain("PLAIN_READ_ONLY=1"))
 			rdRaw = append(rdRaw, runPlain("PLAIN_READ_ONLY=1", "PLAIN_RAW_IO=1"))
+			fwd = append(fwd, runPlain("PLAIN_FORWARD_ONLY=1", "PLAIN_RAW_IO=1", pinnedOne))
 		}
 	}
+	forwarded(uint64(len(fwd) * rate * 5))
 	// The floor counts only if the plain forwarder did the job.
 	if n := plainStream(b, srv.ClientURL()); n != uint64(len(pl)*rate*5) {
 		b.Fatalf("the plain forwarder stored %d events of %d", n, len(pl)*rate*5)
@@ -175,12 +183,13 @@ func BenchmarkProcess(b *testing.B) {
 	for _, p := range []struct {
 		prefix string
 		figs   []processFigures
-	}{{"", gc}, {"gomaxprocs1-", gc1}, {"gomaxprocs-ncpu-", gcN}, {"embedded-", emb}, {"plain-", pl}, {"read-only-", rd}, {"read-only-raw-io-", rdRaw}} {
+	}{{"", gc}, {"gomaxprocs1-", gc1}, {"gomaxprocs-ncpu-", gcN}, {"embedded-", emb}, {"plain-", pl}, {"read-only-", rd}, {"read-only-raw-io-", rdRaw}, {"forward-only-", fwd}} {
 		for _, fig := range figures {
 			b.ReportMetric(med(p.figs, fig.pick), p.prefix+fig.unit)
 		}
 	}
 	b.ReportMetric(med(gc, perEvent)/med(pl, perEvent), "cpu-ratio-to-plain")
+	b.ReportMetric(med(gc, perEvent)/med(fwd, perEvent), "cpu-ratio-to-forward-only")
 	b.ReportMetric(med(gc, perEvent)/med(gcN, perEvent), "cpu-ratio-to-gomaxprocs-ncpu")
 	if len(cmp) > 0 {
 		for _, fig := range figures {
@@ -282,6 +291,33 @@ func plainStream(b *testing.B, url string) uint64 {
 	return streamMsgs(b, url, "PLAIN", &jetstream.StreamConfig{
 		Name: "PLAIN", Subjects: []string{"plain.>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
 	})
+}
+
+// countForwarded counts the plain forwarder's core publishes in its
+// forward-only mode, on the server at url; the function it returns fails
+// the benchmark unless want of them arrive within 10 s.
+func countForwarded(b *testing.B, url string) func(want uint64) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	var n atomic.Uint64
+	if _, err := nc.Subscribe("floor.events", func(*nats.Msg) { n.Add(1) }); err != nil {
+		b.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	return func(want uint64) {
+		deadline := time.Now().Add(10 * time.Second)
+		for n.Load() < want && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := n.Load(); got != want {
+			b.Fatalf("the forward-only forwarder published %d events of %d", got, want)
+		}
+	}
 }
 
 // storedIn opens the store a gcnats process with its embedded server left

@@ -21,8 +21,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -32,6 +30,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gcnats/gcnats/internal/plainchannel"
 	"github.com/gcnats/gcnats/internal/rawio"
 )
 
@@ -58,7 +57,7 @@ func run() error {
 	if prefix == "" {
 		prefix = "plain"
 	}
-	token, err := oauthToken(api, os.Getenv("GENESYSCLOUD_OAUTHCLIENT_ID"), os.Getenv("GENESYSCLOUD_OAUTHCLIENT_SECRET"))
+	token, err := plainchannel.Token(api, os.Getenv("GENESYSCLOUD_OAUTHCLIENT_ID"), os.Getenv("GENESYSCLOUD_OAUTHCLIENT_SECRET"))
 	if err != nil {
 		return err
 	}
@@ -77,15 +76,20 @@ func run() error {
 		return err
 	}
 	readOnly := os.Getenv("PLAIN_READ_ONLY") != ""
+	forwardOnly := os.Getenv("PLAIN_FORWARD_ONLY") != ""
 	errs := make(chan error, 1)
 	for len(topics) > 0 {
 		chunk := topics[:min(1000, len(topics))]
 		topics = topics[len(chunk):]
-		conn, err := openChannel(api, token, chunk)
+		conn, err := plainchannel.Open(api, token, chunk, &wsDialer)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
+		if forwardOnly {
+			go func() { errs <- forwardRaw(ctx, conn, nc) }()
+			continue
+		}
 		go func() { errs <- forward(ctx, conn, js, prefix, readOnly) }()
 	}
 	if err := os.WriteFile(os.Getenv("PLAIN_READY_FILE"), nil, 0o600); err != nil {
@@ -97,66 +101,6 @@ func run() error {
 	case err := <-errs:
 		return err
 	}
-}
-
-func oauthToken(api, id, secret string) (string, error) {
-	req, err := http.NewRequest(http.MethodPost, api+"/oauth/token", strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))
-	if err != nil {
-		return "", err
-	}
-	req.SetBasicAuth(id, secret)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := call(req, &tok); err != nil {
-		return "", fmt.Errorf("oauth: %w", err)
-	}
-	return tok.AccessToken, nil
-}
-
-// openChannel creates a channel, subscribes topics over REST and dials it.
-func openChannel(api, token string, topics []string) (*websocket.Conn, error) {
-	req, _ := http.NewRequest(http.MethodPost, api+"/api/v2/notifications/channels", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	var ch struct {
-		ID         string `json:"id"`
-		ConnectURI string `json:"connectUri"`
-	}
-	if err := call(req, &ch); err != nil {
-		return nil, fmt.Errorf("create channel: %w", err)
-	}
-	var body []map[string]string
-	for _, t := range topics {
-		body = append(body, map[string]string{"id": t})
-	}
-	b, _ := json.Marshal(body)
-	req, _ = http.NewRequest(http.MethodPut, api+"/api/v2/notifications/channels/"+ch.ID+"/subscriptions", bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	if err := call(req, nil); err != nil {
-		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	conn, _, err := wsDialer.Dial(ch.ConnectURI, nil)
-	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
-	}
-	return conn, nil
-}
-
-func call(req *http.Request, out any) error {
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s", req.Method, req.URL.Path, resp.Status)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // forward publishes every event frame of conn, one synchronous publish at
@@ -187,6 +131,35 @@ func forward(ctx context.Context, conn *websocket.Conn, js jetstream.JetStream, 
 		msg.Header.Set(jetstream.MsgIDHeader, f.Metadata.CorrelationID)
 		msg.Header.Set("Genesys-Topic", f.TopicName)
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+	}
+}
+
+// controlPrefix starts the frames of the channel's own topics (heartbeats,
+// pongs), which forwardRaw does not count as events.
+var controlPrefix = []byte(`{"topicName":"channel.`)
+
+// forwardRaw publishes every event frame of conn as it is, with a core
+// publish, reading each into one reused buffer.
+func forwardRaw(ctx context.Context, conn *websocket.Conn, nc *nats.Conn) error {
+	var buf bytes.Buffer
+	for {
+		_, r, err := conn.NextReader()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			return err
+		}
+		if bytes.HasPrefix(buf.Bytes(), controlPrefix) {
+			continue
+		}
+		if err := nc.Publish("floor.events", buf.Bytes()); err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
 	}
