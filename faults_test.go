@@ -351,6 +351,14 @@ func TestTwoReplicasStoreEachEventOnce(t *testing.T) {
 	msgs := h.verifyReplicas(second, events)
 	dups := counterValue(h.sc.metrics.duplicates) + counterValue(second.sc.metrics.duplicates)
 	t.Logf("two replicas: sent %d, stored %d, lost 0, duplicated 0 (JetStream collapsed %v)", len(events), len(msgs), dups)
+	// What the stream's duplicate window holds is what was stored, each
+	// event once, whichever replica stored it: the copies JetStream
+	// collapsed take no room there.
+	inWindow := gatheredValue(t, h.sc.metrics.reg, "gcnats_dedup_window_events") +
+		gatheredValue(t, second.sc.metrics.reg, "gcnats_dedup_window_events")
+	if inWindow != float64(len(msgs)) {
+		t.Fatalf("gcnats_dedup_window_events sum to %v over the replicas, for %d events stored", inWindow, len(msgs))
+	}
 }
 
 // TestTopicRefreshFollowsTheOrg checks that '*' topics follow the org: a

@@ -209,14 +209,23 @@ func (cc *connectorCollector) Collect(ch chan<- prometheus.Metric) {
 const backlogBytes = 256 << 10
 
 // publishObserver feeds the publisher's events to the metrics, and calls
-// backlog, when not nil, each time the buffer grows past backlogBytes.
-func (m *metrics) publishObserver(backlog func()) publisher.Observer {
+// backlog, when not nil, each time the buffer grows past backlogBytes. It
+// counts the events stored within dedupWindow (the stream's duplicate
+// window) for gcnats_dedup_window_events; call it once per metrics.
+func (m *metrics) publishObserver(backlog func(), dedupWindow time.Duration) publisher.Observer {
 	var above atomic.Bool
+	stored := newWindowCount(dedupWindow)
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gcnats_dedup_window_events",
+		Help: "Events stored within the last GCNATS_DEDUP_WINDOW: the message ids JetStream keeps to drop duplicates, about 125 bytes of the server's memory each (the sidecar's own with the embedded server).",
+	}, func() float64 { return float64(stored.total(time.Now())) }))
 	return publisher.Observer{
 		Acked: func(latency time.Duration, duplicate bool) {
 			m.acked.Inc()
 			if duplicate {
 				m.duplicates.Inc()
+			} else {
+				stored.add(time.Now())
 			}
 			m.ackLatency.Observe(latency.Seconds())
 		},

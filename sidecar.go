@@ -228,7 +228,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger, backlog fun
 	sc.pub, err = publisher.New(sc.js,
 		publisher.WithBufferBytes(int64(s.BufferBytes)),
 		publisher.WithLogger(log),
-		publisher.WithObserver(sc.metrics.publishObserver(backlog)),
+		publisher.WithObserver(sc.metrics.publishObserver(backlog, s.DedupWindow)),
 		// nats.go gives a connection up for good after the same auth
 		// error twice (credentials rotated during a rolling restart) or
 		// when its reconnects run out: dial a new one, keeping the buffer.
