@@ -355,3 +355,62 @@ func rotateUnderBackpressure(t *testing.T, refuse time.Duration, backlog int, do
 	events = append(events, h.sim.Emit()...)
 	h.verify(events, true)
 }
+
+// TestRotationWhileEventsFlowUnderBackpressure rotates the channel while
+// NATS is down, the buffer full and events still arriving. The new socket
+// then reads an event before the answer to its ping, and its reader is
+// held by backpressure on that event with the pong unread behind it. The
+// event proves what the pong would (Genesys has the socket and writes to
+// it) and more (it receives), so the rotation must complete at once while
+// NATS is still down, and every event must be stored once when it is
+// back.
+func TestRotationWhileEventsFlowUnderBackpressure(t *testing.T) {
+	h := faultHarness(t, simulator.Options{BodyPadding: 4 << 10, ChannelLifetime: 4 * time.Second}, map[string]string{
+		"GCNATS_BUFFER_BYTES": "1MiB",
+		// The event read must promote the new socket, not the grace.
+		"GCNATS_HANDOVER_GRACE": "1m",
+	})
+	h.start(faultTopicCount)
+	// Events flow ahead of every answer to a ping from now on.
+	h.sim.SetPongDelay(200 * time.Millisecond)
+	addr := h.stopNATS()
+	var events []simulator.Event
+	for h.sc.pub.Stats().BufferedBytes < 1<<20-32<<10 {
+		events = append(events, h.sim.Emit()...)
+	}
+	// Events keep coming, a few KB at a time, well within what the
+	// sockets' kernel buffers hold while nothing reads them.
+	topic := "v2.routing.queues." + h.sim.Queues()[0].ID + ".conversations"
+	stop, emitted := make(chan struct{}), make(chan []simulator.Event)
+	go func() {
+		var evs []simulator.Event
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				evs = append(evs, h.sim.Emit(topic)...)
+			case <-stop:
+				emitted <- evs
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rotated := h.sc.metrics.reconnects.WithLabelValues("rotate")
+	for tick := time.NewTicker(10 * time.Millisecond); counterValue(rotated) < 1; {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			close(stop)
+			<-emitted
+			t.Fatalf("no rotation while NATS was down\n%s", h.logs)
+		}
+	}
+	close(stop)
+	events = append(events, <-emitted...)
+	h.startNATS(addr)
+	events = append(events, h.sim.Emit()...)
+	h.verify(events, true)
+}

@@ -138,6 +138,15 @@ func (m *machine) candidateUp() {
 		m.sock.audit.Store(&auditTap{audit: m.audit, side: 0})
 		m.cand.audit.Store(&auditTap{audit: m.audit, side: 1})
 	}
+	select {
+	case <-m.cand.delivering:
+		// It read an event before it became the candidate: its dial
+		// returned on that event (no pong can pass a reader held by
+		// backpressure), and its evReceiving came too early to count.
+		m.promote("receiving")
+		return
+	default:
+	}
 	m.after(tGrace, m.s.c.opts.HandoverGrace)
 }
 

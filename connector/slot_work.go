@@ -150,8 +150,9 @@ func (s *slot) connect(ctx, life context.Context, j connectJob) connectResult {
 	return res
 }
 
-// dial opens a socket on ch and returns once a pong shows the server has it
-// registered. That proves the socket, not that its subscriptions deliver:
+// dial opens a socket on ch and returns once a pong, or an event read
+// first, shows the server has it registered. A pong proves the socket, not
+// that its subscriptions deliver:
 // a handover waits for more (see machine.candidateUp). ctx ends the
 // attempt, life the socket's reader: ending an abandoned dial must not end
 // a socket already handed on.

@@ -104,8 +104,13 @@ type socket struct {
 	released bool
 
 	pong chan struct{}
-	quit chan struct{} // closed by close: the reader stops reporting
-	done chan struct{} // closed when the reader has returned
+	// delivering is closed by the reader at the first event it reads
+	// (delivered says it did): like a pong, proof that Genesys has the
+	// socket and writes to it (see awaitPong).
+	delivering chan struct{}
+	delivered  bool
+	quit       chan struct{} // closed by close: the reader stops reporting
+	done       chan struct{} // closed when the reader has returned
 }
 
 var dialer = websocket.Dialer{
@@ -137,14 +142,15 @@ func dialSocket(ctx context.Context, ch channelInfo, timeout, drain time.Duratio
 		conn:    conn,
 		channel: ch,
 		// The local port names a socket in both sides' debug logs.
-		log:     log.With("ref", channelRef(ch.ID), "port", localPort(conn.NetConn())),
-		obs:     obs,
-		handler: h,
-		timeout: timeout,
-		drain:   drain,
-		pong:    make(chan struct{}, 1),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
+		log:        log.With("ref", channelRef(ch.ID), "port", localPort(conn.NetConn())),
+		obs:        obs,
+		handler:    h,
+		timeout:    timeout,
+		drain:      drain,
+		pong:       make(chan struct{}, 1),
+		delivering: make(chan struct{}),
+		quit:       make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	now := time.Now().UnixNano()
 	s.lastFrame.Store(now)
@@ -176,10 +182,15 @@ func (s *socket) start(ctx context.Context, sink func(socketEvent)) {
 }
 
 // awaitPong proves the server has the socket registered and is writing to
-// it, so events now reach it: a ping answered is the protocol's only such
-// proof.
+// it, so events now reach it: a ping answered is the protocol's proof, and
+// an event read is as good. The event counts under backpressure above all:
+// a reader held on it, waiting for room in the buffer, cannot read the
+// pong behind it, and a handover waiting for that pong would wait for
+// NATS.
 func (s *socket) awaitPong(ctx context.Context, wait time.Duration) error {
 	select {
+	case <-s.delivering:
+		return nil
 	case <-s.pong:
 	default:
 	}
@@ -190,6 +201,8 @@ func (s *socket) awaitPong(ctx context.Context, wait time.Duration) error {
 	defer t.Stop()
 	select {
 	case <-s.pong:
+		return nil
+	case <-s.delivering:
 		return nil
 	case <-s.done:
 		return errors.New("socket ended before its first pong")
@@ -408,6 +421,10 @@ func (s *socket) read(ctx context.Context, sink func(socketEvent)) {
 		case string(f.Topic) == topicClosing:
 			report(socketEvent{reason: ReasonClosing})
 		default:
+			if !s.delivered {
+				s.delivered = true
+				close(s.delivering)
+			}
 			if tap := s.audit.Load(); tap != nil {
 				tap.audit.observe(tap.side, f.Topic, f.CorrelationID, f.Body)
 			}

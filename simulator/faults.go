@@ -339,6 +339,15 @@ func (s *Server) SetSubscribeDelay(d time.Duration) {
 	s.mu.Unlock()
 }
 
+// SetPongDelay makes the answer to each ping come d later, as from a
+// busy server: events written meanwhile reach the socket before it. Zero
+// (the default) answers at once.
+func (s *Server) SetPongDelay(d time.Duration) {
+	s.mu.Lock()
+	s.pongDelay = max(d, 0)
+	s.mu.Unlock()
+}
+
 // topicRejection is why subscriptions to a topic are refused.
 type topicRejection struct {
 	status int

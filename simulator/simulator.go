@@ -48,6 +48,8 @@
 //   - A new subscription delivers at once unless SetSubscribeDelay says
 //     otherwise; a client that needs to know when it delivers waits for an
 //     event, as it must with Genesys.
+//   - A ping is answered at once unless SetPongDelay says otherwise; events
+//     written meanwhile go out ahead of the pong, as from a busy server.
 //   - GET /api/v2/notifications/channels?includechannels=oauthclient lists
 //     the other tokens' channels without their ids: counted, not readable.
 //   - Through the SDK, a 429 or 5xx arrives as a nil *APIResponse and an error
@@ -217,6 +219,9 @@ type Server struct {
 	// subscribeDelay is how long a topic new to a channel takes to start
 	// receiving events; rejectedTopics are refused in subscriptions.
 	subscribeDelay time.Duration
+	// pongDelay is how long an answer to a ping takes; events go out
+	// meanwhile, ahead of it.
+	pongDelay      time.Duration
 	rejectedTopics map[string]topicRejection
 	rec            record
 	stats          Stats

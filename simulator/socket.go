@@ -158,9 +158,11 @@ func (s *Server) handleClientFrame(sk *socket, data []byte) {
 	}
 	switch m.Message {
 	case "ping":
-		if s.writeLocked(sk, pongFrame) {
-			s.stats.PingsAnswered++
+		if s.pongDelay > 0 {
+			s.afterLocked(s.pongDelay, func() { s.pongLocked(sk) })
+			return
 		}
+		s.pongLocked(sk)
 	case "subscribe":
 		ch := sk.ch
 		if s.channels[ch.id] != ch {
@@ -184,6 +186,13 @@ func (s *Server) handleClientFrame(sk *socket, data []byte) {
 		s.writeLocked(sk, b)
 	default:
 		s.writeLocked(sk, socketError(m.CorrelationID, "Unsupported message: expected \"ping\" or \"subscribe\"."))
+	}
+}
+
+// pongLocked answers a ping on sk, if it is still open.
+func (s *Server) pongLocked(sk *socket) {
+	if sk.writable() && s.writeLocked(sk, pongFrame) {
+		s.stats.PingsAnswered++
 	}
 }
 

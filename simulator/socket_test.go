@@ -36,6 +36,32 @@ func TestHeartbeatAndPing(t *testing.T) {
 	}
 }
 
+// TestPongDelay: with SetPongDelay, the answer to a ping comes that much
+// later, behind the events written meanwhile.
+func TestPongDelay(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{})
+	topic := queueTopic(sim, 0, "conversations")
+	ch := createChannel(t, sdk(t, sim), topic)
+	c := dialConnected(t, sim, ch)
+	const delay = 300 * time.Millisecond
+	sim.SetPongDelay(delay)
+	sent := time.Now()
+	c.send(map[string]string{"message": "ping"})
+	evs := sim.Emit(topic)
+	if f := c.next(); !bytes.Equal(f.raw, evs[0].Frame) {
+		t.Fatalf("want the event ahead of the pong, got %s", f.raw)
+	}
+	if f := c.next(); f.TopicName != "channel.metadata" || !strings.Contains(string(f.EventBody), "pong") {
+		t.Fatalf("want the pong, got %s", f.raw)
+	}
+	if waited := time.Since(sent); waited < delay {
+		t.Fatalf("the pong came after %s, before the delay of %s", waited, delay)
+	}
+	if st := sim.Stats(); st.PingsAnswered != 1 {
+		t.Fatalf("pings answered: %d", st.PingsAnswered)
+	}
+}
+
 func TestSocketSubscribe(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{})
 	ch := createChannel(t, sdk(t, sim))
