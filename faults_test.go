@@ -164,6 +164,11 @@ func TestFaults(t *testing.T) {
 			inject: func(s *simulator.Server, id string) error { return s.SendClosingWarning(id, 200*time.Millisecond) }},
 		{name: "channel expiry", planned: true, reason: "rotate", recovered: rotatedTwice,
 			opts: simulator.Options{ChannelLifetime: 2 * time.Second}},
+		// The org's clock an hour ahead of this machine's: channel
+		// deadlines must follow its clock, or the channel dies before its
+		// rotation (see also TestRotationFollowsGenesysClock).
+		{name: "channel expiry, the org's clock an hour ahead", planned: true, reason: "rotate", recovered: rotatedTwice,
+			opts: simulator.Options{ChannelLifetime: 2 * time.Second, ClockOffset: time.Hour}},
 		{name: "token rollover", planned: true, reason: "rotate", recovered: rotatedTwice,
 			opts: simulator.Options{TokenLifetime: 2 * time.Second}},
 		{name: "abrupt close", reason: "closed", recovered: sameChannelBack, inject: (*simulator.Server).CloseSocket},

@@ -414,3 +414,32 @@ func TestRotationWhileEventsFlowUnderBackpressure(t *testing.T) {
 	events = append(events, h.sim.Emit()...)
 	h.verify(events, true)
 }
+
+// TestRotationFollowsGenesysClock runs against an org whose clock is an
+// hour behind this machine's, so the expiry it gives a channel is an hour
+// in this machine's past. Read as this machine's time, every channel would
+// be rotated as soon as it was up, one after another; read on Genesys'
+// clock, the first rotation comes in the last part of the channel's
+// 6-second life, never before half of it. Nothing is lost either way.
+func TestRotationFollowsGenesysClock(t *testing.T) {
+	const life = 6 * time.Second
+	h := faultHarness(t, simulator.Options{ChannelLifetime: life, ClockOffset: -time.Hour}, nil)
+	created := time.Now()
+	h.start(faultTopicCount)
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	rotated := h.sc.metrics.reconnects.WithLabelValues("rotate")
+	for tick := time.NewTicker(10 * time.Millisecond); counterValue(rotated) < 1; {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("no rotation\n%s", h.logs)
+		}
+	}
+	if after := time.Since(created); after < life/2 {
+		t.Fatalf("the first rotation came %s after the channel was made, before half its life of %s", after, life)
+	}
+	em.waitMore(h, 30)
+	h.verify(em.finish(), true)
+}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mypurecloud/platform-client-sdk-go/v162/platformclientv2"
@@ -73,6 +74,8 @@ type api struct {
 	inUse  Token // the token of the call in progress, guarded by mu
 	tokens *TokenSource
 	log    *slog.Logger
+	// skewWarned: the clock difference to Genesys was logged once.
+	skewWarned atomic.Bool
 	// backoff bounds for 5xx and network errors; 429 follows Retry-After.
 	minBackoff, maxBackoff time.Duration
 	maxAttempts            int
@@ -237,11 +240,15 @@ func (a *api) createChannel(ctx context.Context, tokenAfter time.Time) (channelI
 	}
 	var ch *platformclientv2.Channel
 	var tokenExpiry time.Time
+	var date string // the answer's Date header: Genesys' clock
 	err := a.call(ctx, "create channel", func(cfg *platformclientv2.Configuration) (*platformclientv2.APIResponse, error) {
 		tokenExpiry = a.inUse.Expiry
 		var resp *platformclientv2.APIResponse
 		var err error
 		ch, resp, err = platformclientv2.NewNotificationsApiWithConfig(cfg).PostNotificationsChannels()
+		if resp != nil && len(resp.Header["Date"]) > 0 {
+			date = resp.Header["Date"][0]
+		}
 		return resp, err
 	})
 	if err != nil {
@@ -251,12 +258,36 @@ func (a *api) createChannel(ctx context.Context, tokenAfter time.Time) (channelI
 		return channelInfo{}, errors.New("create channel: answer has no id or connectUri")
 	}
 	info := channelInfo{ID: *ch.Id, ConnectURI: *ch.ConnectUri, TokenExpires: tokenExpiry}
-	if ch.Expires != nil {
-		info.Expires = *ch.Expires
-	} else {
-		info.Expires = time.Now().Add(24 * time.Hour)
+	now := time.Now()
+	if ch.Expires == nil {
+		info.Expires = now.Add(24 * time.Hour)
+		return info, nil
+	}
+	var skew time.Duration
+	info.Expires, skew = localExpiry(*ch.Expires, date, now)
+	if skew.Abs() >= time.Minute && !a.skewWarned.Swap(true) {
+		a.log.Warn("this machine's clock differs from Genesys'; channel deadlines follow Genesys' clock",
+			"genesys_ahead_by", skew.Round(time.Second))
 	}
 	return info, nil
+}
+
+// localExpiry is when a channel that Genesys says expires at expires ends
+// by this machine's clock, given the Date header of the answer that said
+// so, read at now; and how far Genesys' clock is ahead of this one. The
+// expiry is a time on Genesys' clock: read as this machine's, a clock
+// behind Genesys' by more than a rotation's lead (at most ten minutes)
+// would rotate after the channel had died, a gap, and one far ahead would
+// rotate at once, again and again. So the channel lives expires minus
+// Date from now, less a second: Date has whole seconds, and rounding the
+// life down rotates early rather than late. Without a Date header,
+// expires is taken as it is.
+func localExpiry(expires time.Time, date string, now time.Time) (time.Time, time.Duration) {
+	server, err := http.ParseTime(date)
+	if err != nil {
+		return expires, 0
+	}
+	return now.Add(expires.Sub(server) - time.Second), server.Sub(now)
 }
 
 // rejectedTopic is a topic Genesys refused in a subscription call made

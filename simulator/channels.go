@@ -72,7 +72,7 @@ func (s *Server) handleCreateChannel(w http.ResponseWriter, r *http.Request, tok
 	s.kickJanitor()
 	s.log.Debug("channel created", "channel", ch.num)
 
-	writeJSON(w, http.StatusOK, channelModel(ch))
+	writeJSON(w, http.StatusOK, s.channelModel(ch))
 }
 
 // evictionVictimLocked picks the oldest channel without a socket, or the
@@ -94,8 +94,8 @@ func (s *Server) evictionVictimLocked() *channel {
 	return any
 }
 
-func channelModel(ch *channel) platformclientv2.Channel {
-	exp := ch.expires.UTC().Truncate(time.Millisecond)
+func (s *Server) channelModel(ch *channel) platformclientv2.Channel {
+	exp := ch.expires.Add(s.opts.ClockOffset).UTC().Truncate(time.Millisecond)
 	return platformclientv2.Channel{ConnectUri: ptr(ch.connectURI), Id: ptr(ch.id), Expires: &exp}
 }
 
@@ -115,7 +115,7 @@ func (s *Server) handleListChannels(w http.ResponseWriter, r *http.Request, tok 
 	slices.SortFunc(chans, func(a, b *channel) int { return a.num - b.num })
 	entities := make([]platformclientv2.Channel, 0, len(chans))
 	for _, ch := range chans {
-		m := channelModel(ch)
+		m := s.channelModel(ch)
 		if ch.token != tok {
 			// Another token's channel counts against the client's 20 but
 			// is not this caller's to read: its id is the capability.

@@ -85,6 +85,7 @@ func route(path string) (name, id string) {
 
 func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 	name, id := route(r.URL.Path)
+	rw.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	w := &statusWriter{ResponseWriter: rw}
 
 	s.mu.Lock()

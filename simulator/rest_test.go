@@ -91,6 +91,30 @@ func TestTokenExpiry(t *testing.T) {
 	}
 }
 
+// TestClockOffset: an org whose clock runs ahead answers with times on
+// its clock, the channel's expires and the Date header alike, while the
+// channel still lives its lifetime.
+func TestClockOffset(t *testing.T) {
+	sim := simulator.Start(t, simulator.Options{ChannelLifetime: time.Hour, ClockOffset: 30 * time.Minute})
+	ch, resp, err := platformclientv2.NewNotificationsApiWithConfig(sdk(t, sim)).PostNotificationsChannels()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Until(*ch.Expires); d < 89*time.Minute || d > 90*time.Minute {
+		t.Errorf("expires in %v by this clock, want 1h30m: an hour on the org's, 30 minutes ahead", d)
+	}
+	date, err := http.ParseTime(resp.Header["Date"][0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ahead := time.Until(date); ahead < 29*time.Minute || ahead > 30*time.Minute {
+		t.Errorf("Date is %v ahead, want 30m", ahead)
+	}
+	if life := ch.Expires.Sub(date); life < time.Hour || life > time.Hour+time.Second {
+		t.Errorf("expires minus Date is %v, want the lifetime, 1h", life)
+	}
+}
+
 func TestChannelLifecycle(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{ChannelLifetime: time.Hour})
 	cfg := sdk(t, sim)

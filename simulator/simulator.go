@@ -50,6 +50,8 @@
 //     event, as it must with Genesys.
 //   - A ping is answered at once unless SetPongDelay says otherwise; events
 //     written meanwhile go out ahead of the pong, as from a busy server.
+//   - The times it answers with (a channel's expires, every Date header)
+//     are on its own clock, Options.ClockOffset ahead of this machine's.
 //   - GET /api/v2/notifications/channels?includechannels=oauthclient lists
 //     the other tokens' channels without their ids: counted, not readable.
 //   - Through the SDK, a 429 or 5xx arrives as a nil *APIResponse and an error
@@ -89,6 +91,11 @@ type Options struct {
 	// ChannelLifetime is how long a channel lives after creation or its last
 	// subscription (default 24h).
 	ChannelLifetime time.Duration
+	// ClockOffset is how far the org's clock runs ahead of this machine's
+	// (negative: behind). The times it answers with, a channel's expires
+	// and every answer's Date header, are on its clock, as Genesys' are on
+	// Genesys'; its channels still end after ChannelLifetime.
+	ClockOffset time.Duration
 	// HeartbeatInterval is the period of the "WebSocket Heartbeat" frame
 	// (default 30s).
 	HeartbeatInterval time.Duration
@@ -422,6 +429,9 @@ func (s *Server) afterLocked(d time.Duration, f func()) {
 		f()
 	})
 }
+
+// now is the time on the org's clock (see Options.ClockOffset).
+func (s *Server) now() time.Time { return time.Now().Add(s.opts.ClockOffset) }
 
 // changedLocked wakes every Wait.
 func (s *Server) changedLocked() {
