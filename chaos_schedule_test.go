@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -35,6 +38,7 @@ const (
 	faultReplica      faultKind = "second replica"
 	faultSlowREST     faultKind = "slow REST"
 	faultSubscribeLag faultKind = "subscriptions lag"
+	faultPongLag      faultKind = "pongs late"
 )
 
 // faultWeights says how often each kind is drawn.
@@ -55,7 +59,7 @@ type step struct {
 	Kind faultKind
 	Pick int           // chooses a target among those live, by rank
 	For  time.Duration // how long a lasting fault lasts
-	N    int           // how many: storm length, frames, …
+	N    int           // how many: storm length, frames, a delay's milliseconds, …
 }
 
 func (s step) String() string {
@@ -72,8 +76,73 @@ func (s step) String() string {
 
 // drawSchedule draws the faults of a run of length d from seed. Lasting
 // faults of one kind never overlap themselves (a NATS server cannot go
-// down twice), but any kinds may overlap each other.
+// down twice), but any kinds may overlap each other. Kinds added after
+// the first schedules were drawn come from streams of their own
+// (drawLater), so a seed that once broke an invariant keeps its schedule.
 func drawSchedule(seed uint64, d time.Duration, meanGap time.Duration) []step {
+	out := drawFirst(seed, d, meanGap)
+	out = append(out, drawLater(seed, d, meanGap)...)
+	slices.SortStableFunc(out, func(a, b step) int { return cmp.Compare(a.At, b.At) })
+	return out
+}
+
+// laterFault is a kind drawn apart from faultWeights' (see
+// drawSchedule), from a stream of its own, with a weight on the same scale
+// and draw filling in its step.
+type laterFault struct {
+	kind   faultKind
+	weight int
+	stream uint64
+	draw   func(rng *rand.Rand, s *step)
+}
+
+var laterFaults = []laterFault{
+	// A busy server's pongs: behind the events written meanwhile, and
+	// with backpressure, behind an event its reader is held on.
+	{faultPongLag, 2, 0x706f_6e67, func(rng *rand.Rand, s *step) { // "pong"
+		s.For = time.Duration(200+rng.IntN(3800)) * time.Millisecond
+		s.N = 100 + rng.IntN(1900)
+	}},
+}
+
+func drawLater(seed uint64, d time.Duration, meanGap time.Duration) []step {
+	total := 0
+	for _, w := range faultWeights {
+		total += w.weight
+	}
+	var out []step
+	for _, k := range laterFaults {
+		rng := rand.New(rand.NewPCG(seed, k.stream))
+		gap := meanGap * time.Duration(total) / time.Duration(k.weight)
+		var busyUntil time.Duration
+		for at := time.Duration(0); ; {
+			at += time.Duration(rng.ExpFloat64() * float64(gap))
+			if at >= d {
+				break
+			}
+			s := step{At: at, Kind: k.kind, Pick: rng.IntN(1 << 16)}
+			k.draw(rng, &s)
+			if s.For > 0 {
+				if at < busyUntil {
+					continue
+				}
+				busyUntil = at + s.For
+			}
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// orgClockOffset is how far the simulated org's clock runs from the
+// machine's in a run, up to an hour either way, from a stream of its own.
+func orgClockOffset(seed uint64) time.Duration {
+	rng := rand.New(rand.NewPCG(seed, 0x636c_6f63_6b)) // "clock"
+	return time.Duration(rng.IntN(7201)-3600) * time.Second
+}
+
+// drawFirst draws the kinds of faultWeights.
+func drawFirst(seed uint64, d time.Duration, meanGap time.Duration) []step {
 	rng := rand.New(rand.NewPCG(seed, 0x6763_6e61_7473)) // "gcnats"
 	total := 0
 	for _, w := range faultWeights {
@@ -113,5 +182,40 @@ func drawSchedule(seed uint64, d time.Duration, meanGap time.Duration) []step {
 			busyUntil[kind] = at + s.For
 		}
 		out = append(out, s)
+	}
+}
+
+// TestChaosSchedule: a seed gives one schedule, in time order, with every
+// kind in a long run, and kinds added later leave the first ones' draws
+// as they were, so regression seeds replay what they once found.
+func TestChaosSchedule(t *testing.T) {
+	const seed, d = 1795738678584827752, 30 * time.Minute
+	s := drawSchedule(seed, d, 700*time.Millisecond)
+	if !slices.Equal(s, drawSchedule(seed, d, 700*time.Millisecond)) {
+		t.Fatal("one seed, two schedules")
+	}
+	if !slices.IsSortedFunc(s, func(a, b step) int { return cmp.Compare(a.At, b.At) }) {
+		t.Fatal("the schedule is not in time order")
+	}
+	seen := map[faultKind]bool{}
+	var first []step
+	for _, st := range s {
+		seen[st.Kind] = true
+		if !slices.ContainsFunc(laterFaults, func(k laterFault) bool { return k.kind == st.Kind }) {
+			first = append(first, st)
+		}
+	}
+	for _, w := range faultWeights {
+		if !seen[w.kind] {
+			t.Errorf("no %s in %s", w.kind, d)
+		}
+	}
+	for _, k := range laterFaults {
+		if !seen[k.kind] {
+			t.Errorf("no %s in %s", k.kind, d)
+		}
+	}
+	if !slices.Equal(first, drawFirst(seed, d, 700*time.Millisecond)) {
+		t.Error("the later kinds changed the first kinds' schedule")
 	}
 }

@@ -79,7 +79,7 @@ func runChaos(t *testing.T, seed uint64, dur time.Duration) {
 	schedule := drawSchedule(seed, dur, 700*time.Millisecond)
 	replay := fmt.Sprintf("GCNATS_CHAOS_SEED=%d GCNATS_CHAOS_DURATION=%s make chaos", seed, dur)
 	// Printed even when the run passes, so every CI log names its seed.
-	fmt.Fprintf(os.Stderr, "chaos: seed %d, %s, %d faults; replay with: %s\n", seed, dur, len(schedule), replay)
+	fmt.Fprintf(os.Stderr, "chaos: seed %d, %s, %d faults, the org's clock %s off; replay with: %s\n", seed, dur, len(schedule), orgClockOffset(seed), replay)
 
 	c := newChaos(t, seed, replay)
 	c.h.start(9)
@@ -208,6 +208,7 @@ func newChaos(t *testing.T, seed uint64, replay string) *chaos {
 		HeartbeatInterval: 100 * time.Millisecond,
 		ChannelLifetime:   chaosChannelLife, // rotations keep coming
 		TokenLifetime:     20 * time.Second,
+		ClockOffset:       orgClockOffset(seed),
 		RecordLimit:       0,
 	}, map[string]string{
 		"GCNATS_TOPICS": strings.Join(chaosTopics, ","),
@@ -317,6 +318,10 @@ func (c *chaos) apply(s step) {
 	case faultSubscribeLag:
 		sim.SetSubscribeDelay(s.For)
 		c.later(s.For, func() { sim.SetSubscribeDelay(0) })
+		c.note(s, "")
+	case faultPongLag:
+		sim.SetPongDelay(time.Duration(s.N) * time.Millisecond)
+		c.later(s.For, func() { sim.SetPongDelay(0) })
 		c.note(s, "")
 	case faultNATSRestart, faultNATSOutage:
 		c.natsDown(s)
@@ -499,6 +504,7 @@ func (c *chaos) heal() {
 	sim.ClearHangs()
 	sim.RefuseDials(0)
 	sim.SetSubscribeDelay(0)
+	sim.SetPongDelay(0)
 	c.natsUp()
 	c.replicaLeaves()
 }
