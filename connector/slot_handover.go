@@ -140,9 +140,9 @@ func (m *machine) candidateUp() {
 	}
 	select {
 	case <-m.cand.delivering:
-		// It read an event before it became the candidate: its dial
-		// returned on that event (no pong can pass a reader held by
-		// backpressure), and its evReceiving came too early to count.
+		// It read an event before it became the candidate, so its
+		// evReceiving came too early to count. Under backpressure its
+		// dial returned on that event, the pong unread behind it.
 		m.promote("receiving")
 		return
 	default:

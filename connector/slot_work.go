@@ -152,10 +152,9 @@ func (s *slot) connect(ctx, life context.Context, j connectJob) connectResult {
 
 // dial opens a socket on ch and returns once a pong, or an event read
 // first, shows the server has it registered. A pong proves the socket, not
-// that its subscriptions deliver:
-// a handover waits for more (see machine.candidateUp). ctx ends the
-// attempt, life the socket's reader: ending an abandoned dial must not end
-// a socket already handed on.
+// that its subscriptions deliver: a handover waits for more (see
+// machine.candidateUp). ctx ends the attempt, life the socket's reader:
+// ending an abandoned dial must not end a socket already handed on.
 func (s *slot) dial(ctx, life context.Context, ch channelInfo) (*socket, error) {
 	sock, err := dialSocket(ctx, ch, s.c.opts.HeartbeatTimeout, s.c.opts.DrainTimeout, s.c.handler, s.c.obs, s.log)
 	if err != nil {
