@@ -36,7 +36,7 @@ type emitter struct {
 	events []simulator.Event
 }
 
-func startEmitter(sim *simulator.Server, every time.Duration) *emitter {
+func startEmitter(sim *simulator.Server, every time.Duration, topics ...string) *emitter {
 	e := &emitter{sim: sim, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(e.done)
@@ -48,7 +48,7 @@ func startEmitter(sim *simulator.Server, every time.Duration) *emitter {
 				return
 			case <-t.C:
 			}
-			evs := sim.Emit()
+			evs := sim.Emit(topics...)
 			e.mu.Lock()
 			e.events = append(e.events, evs...)
 			e.mu.Unlock()

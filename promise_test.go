@@ -339,15 +339,8 @@ func rotateUnderBackpressure(t *testing.T, refuse time.Duration, backlog int, do
 		events = append(events, h.sim.Emit()...)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	rotated := h.sc.metrics.reconnects.WithLabelValues("rotate")
-	for tick := time.NewTicker(10 * time.Millisecond); counterValue(rotated) < 1; {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			t.Fatalf("the channel never rotated\n%s", h.logs)
-		}
+	if !h.waitRotated(testTimeout) {
+		t.Fatalf("the channel never rotated\n%s", h.logs)
 	}
 	// NATS stays down a while after the handover: the scenario's own length.
 	time.Sleep(down)
@@ -380,36 +373,12 @@ func TestRotationWhileEventsFlowUnderBackpressure(t *testing.T) {
 	}
 	// Events keep coming, a few KB at a time, well within what the
 	// sockets' kernel buffers hold while nothing reads them.
-	topic := "v2.routing.queues." + h.sim.Queues()[0].ID + ".conversations"
-	stop, emitted := make(chan struct{}), make(chan []simulator.Event)
-	go func() {
-		var evs []simulator.Event
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				evs = append(evs, h.sim.Emit(topic)...)
-			case <-stop:
-				emitted <- evs
-				return
-			}
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	rotated := h.sc.metrics.reconnects.WithLabelValues("rotate")
-	for tick := time.NewTicker(10 * time.Millisecond); counterValue(rotated) < 1; {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			close(stop)
-			<-emitted
-			t.Fatalf("no rotation while NATS was down\n%s", h.logs)
-		}
+	em := startEmitter(h.sim, 50*time.Millisecond, "v2.routing.queues."+h.sim.Queues()[0].ID+".conversations")
+	rotated := h.waitRotated(20 * time.Second)
+	events = append(events, em.finish()...)
+	if !rotated {
+		t.Fatalf("no rotation while NATS was down\n%s", h.logs)
 	}
-	close(stop)
-	events = append(events, <-emitted...)
 	h.startNATS(addr)
 	events = append(events, h.sim.Emit()...)
 	h.verify(events, true)
@@ -427,19 +396,30 @@ func TestRotationFollowsGenesysClock(t *testing.T) {
 	created := time.Now()
 	h.start(faultTopicCount)
 	em := startEmitter(h.sim, 5*time.Millisecond)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	rotated := h.sc.metrics.reconnects.WithLabelValues("rotate")
-	for tick := time.NewTicker(10 * time.Millisecond); counterValue(rotated) < 1; {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			t.Fatalf("no rotation\n%s", h.logs)
-		}
+	if !h.waitRotated(testTimeout) {
+		t.Fatalf("no rotation\n%s", h.logs)
 	}
 	if after := time.Since(created); after < life/2 {
 		t.Fatalf("the first rotation came %s after the channel was made, before half its life of %s", after, life)
 	}
 	em.waitMore(h, 30)
 	h.verify(em.finish(), true)
+}
+
+// waitRotated waits until the sidecar has rotated a channel; false if it
+// has not within the time given.
+func (h *harness) waitRotated(within time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	rotated := h.sc.metrics.reconnects.WithLabelValues("rotate")
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for counterValue(rotated) < 1 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
