@@ -21,7 +21,7 @@ type serverWitness struct {
 
 	mu   sync.Mutex
 	seen map[string]struct{} // Genesys-Correlation-Id
-	gaps []string            // its own disconnections, for the report
+	gaps []string            // its own disconnections and errors, for the report
 }
 
 func newServerWitness(url string, start time.Time) (*serverWitness, error) {
@@ -38,6 +38,12 @@ func newServerWitness(url string, start time.Time) (*serverWitness, error) {
 		nats.ReconnectHandler(func(*nats.Conn) {
 			w.mu.Lock()
 			w.gaps = append(w.gaps, fmt.Sprintf("up at %s", time.Since(start).Round(time.Millisecond)))
+			w.mu.Unlock()
+		}),
+		// Into the report, not nats.go's default of standard error.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			w.mu.Lock()
+			w.gaps = append(w.gaps, fmt.Sprintf("error at %s: %v", time.Since(start).Round(time.Millisecond), err))
 			w.mu.Unlock()
 		}),
 	)

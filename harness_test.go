@@ -71,7 +71,12 @@ func newHarness(t *testing.T, simOpts simulator.Options, environ map[string]stri
 		t.Fatalf("start JetStream: %v", err)
 	}
 	t.Cleanup(h.nats.Shutdown)
-	h.nc, err = nats.Connect(h.nats.ClientURL())
+	h.nc, err = nats.Connect(h.nats.ClientURL(),
+		// Beside the sidecar's logs, not nats.go's default of standard
+		// error: fault tests take this server down under it.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			fmt.Fprintf(h.logs, "the test's NATS connection: %v\n", err)
+		}))
 	if err != nil {
 		t.Fatalf("connect to JetStream: %v", err)
 	}
