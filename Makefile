@@ -18,7 +18,7 @@ test: lint ## lint, then every test with the race detector (a short chaos round 
 	GCNATS_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -race -count=1 -timeout 20m $(PKGS)
 	cd k8s && $(GO) test -count=1 ./...
 
-chaos: ## a seeded, randomized fault schedule against every guarantee; GCNATS_CHAOS_SEED replays one
+chaos: ## a seeded, randomized fault schedule against every guarantee; GCNATS_CHAOS_SEED replays one, GCNATS_CHAOS_CLUSTER=1 runs it on a 3-node JetStream cluster
 	GCNATS_CHAOS_SEED=$(CHAOS_SEED) GCNATS_CHAOS_DURATION=$${GCNATS_CHAOS_DURATION:-5m} \
 	  $(GO) test -race -count=1 -timeout 0 -run '^TestChaos$$' -v .
 

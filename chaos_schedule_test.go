@@ -39,6 +39,10 @@ const (
 	faultSlowREST     faultKind = "slow REST"
 	faultSubscribeLag faultKind = "subscriptions lag"
 	faultPongLag      faultKind = "pongs late"
+	// On a cluster (GCNATS_CHAOS_CLUSTER): faultNATSRestart restarts one
+	// node, faultNATSOutage takes two down (quorum lost), and the stream's
+	// leader steps down.
+	faultStepdown faultKind = "leader stepdown"
 )
 
 // faultWeights says how often each kind is drawn.
@@ -79,9 +83,9 @@ func (s step) String() string {
 // down twice), but any kinds may overlap each other. Kinds added after
 // the first schedules were drawn come from streams of their own
 // (drawLater), so a seed that once broke an invariant keeps its schedule.
-func drawSchedule(seed uint64, d time.Duration, meanGap time.Duration) []step {
+func drawSchedule(seed uint64, d time.Duration, meanGap time.Duration, cluster bool) []step {
 	out := drawFirst(seed, d, meanGap)
-	out = append(out, drawLater(seed, d, meanGap)...)
+	out = append(out, drawLater(seed, d, meanGap, cluster)...)
 	slices.SortStableFunc(out, func(a, b step) int { return cmp.Compare(a.At, b.At) })
 	return out
 }
@@ -90,10 +94,11 @@ func drawSchedule(seed uint64, d time.Duration, meanGap time.Duration) []step {
 // drawSchedule), from a stream of its own, with a weight on the same scale
 // and draw filling in its step.
 type laterFault struct {
-	kind   faultKind
-	weight int
-	stream uint64
-	draw   func(rng *rand.Rand, s *step)
+	kind        faultKind
+	weight      int
+	stream      uint64
+	draw        func(rng *rand.Rand, s *step)
+	clusterOnly bool
 }
 
 var laterFaults = []laterFault{
@@ -102,16 +107,20 @@ var laterFaults = []laterFault{
 	{faultPongLag, 2, 0x706f_6e67, func(rng *rand.Rand, s *step) { // "pong"
 		s.For = time.Duration(200+rng.IntN(3800)) * time.Millisecond
 		s.N = 100 + rng.IntN(1900)
-	}},
+	}, false},
+	{faultStepdown, 3, 0x7374_6570, func(*rand.Rand, *step) {}, true}, // "step"
 }
 
-func drawLater(seed uint64, d time.Duration, meanGap time.Duration) []step {
+func drawLater(seed uint64, d time.Duration, meanGap time.Duration, cluster bool) []step {
 	total := 0
 	for _, w := range faultWeights {
 		total += w.weight
 	}
 	var out []step
 	for _, k := range laterFaults {
+		if k.clusterOnly && !cluster {
+			continue
+		}
 		rng := rand.New(rand.NewPCG(seed, k.stream))
 		gap := meanGap * time.Duration(total) / time.Duration(k.weight)
 		var busyUntil time.Duration
@@ -190,8 +199,8 @@ func drawFirst(seed uint64, d time.Duration, meanGap time.Duration) []step {
 // as they were, so regression seeds replay what they once found.
 func TestChaosSchedule(t *testing.T) {
 	const seed, d = 1795738678584827752, 30 * time.Minute
-	s := drawSchedule(seed, d, 700*time.Millisecond)
-	if !slices.Equal(s, drawSchedule(seed, d, 700*time.Millisecond)) {
+	s := drawSchedule(seed, d, 700*time.Millisecond, true)
+	if !slices.Equal(s, drawSchedule(seed, d, 700*time.Millisecond, true)) {
 		t.Fatal("one seed, two schedules")
 	}
 	if !slices.IsSortedFunc(s, func(a, b step) int { return cmp.Compare(a.At, b.At) }) {
@@ -217,5 +226,10 @@ func TestChaosSchedule(t *testing.T) {
 	}
 	if !slices.Equal(first, drawFirst(seed, d, 700*time.Millisecond)) {
 		t.Error("the later kinds changed the first kinds' schedule")
+	}
+	for _, st := range drawSchedule(seed, d, 700*time.Millisecond, false) {
+		if st.Kind == faultStepdown {
+			t.Fatal("a cluster's fault in a run on one server")
+		}
 	}
 }

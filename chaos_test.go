@@ -14,10 +14,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/gcnats/gcnats/connector"
+	"github.com/gcnats/gcnats/internal/natstest"
 	"github.com/gcnats/gcnats/simulator"
 )
 
@@ -42,12 +45,15 @@ const (
 //
 // GCNATS_CHAOS_SEED replays a run's schedule; GCNATS_CHAOS_DURATION sets
 // its length (default 40s, what make test runs; make chaos runs longer).
+// GCNATS_CHAOS_CLUSTER (any value) runs it on a three-node JetStream
+// cluster with R3 streams instead of one server, the cluster's own faults
+// among the others.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos takes a while")
 	}
 	seed, dur := chaosSettings(t)
-	runChaos(t, seed, dur)
+	runChaos(t, seed, dur, os.Getenv("GCNATS_CHAOS_CLUSTER") != "")
 }
 
 // TestChaosRegressions replays, at their own length, the short seeds that
@@ -69,19 +75,26 @@ func TestChaosRegressions(t *testing.T) {
 	} {
 		t.Run(strconv.FormatUint(r.seed, 10), func(t *testing.T) {
 			t.Logf("seed %d once found %s", r.seed, r.bug)
-			runChaos(t, r.seed, r.dur)
+			runChaos(t, r.seed, r.dur, false)
 		})
 	}
 }
 
-// runChaos is one chaos run: a schedule drawn from seed, dur long.
-func runChaos(t *testing.T, seed uint64, dur time.Duration) {
-	schedule := drawSchedule(seed, dur, 700*time.Millisecond)
+// runChaos is one chaos run: a schedule drawn from seed, dur long, on one
+// JetStream server or a cluster of three.
+func runChaos(t *testing.T, seed uint64, dur time.Duration, cluster bool) {
+	schedule := drawSchedule(seed, dur, 700*time.Millisecond, cluster)
 	replay := fmt.Sprintf("GCNATS_CHAOS_SEED=%d GCNATS_CHAOS_DURATION=%s make chaos", seed, dur)
+	on := "one JetStream server"
+	if cluster {
+		replay = "GCNATS_CHAOS_CLUSTER=1 " + replay
+		on = "a 3-node JetStream cluster"
+	}
 	// Printed even when the run passes, so every CI log names its seed.
-	fmt.Fprintf(os.Stderr, "chaos: seed %d, %s, %d faults, the org's clock %s off; replay with: %s\n", seed, dur, len(schedule), orgClockOffset(seed), replay)
+	fmt.Fprintf(os.Stderr, "chaos: seed %d, %s on %s, %d faults, the org's clock %s off; replay with: %s\n",
+		seed, dur, on, len(schedule), orgClockOffset(seed), replay)
 
-	c := newChaos(t, seed, replay)
+	c := newChaos(t, seed, replay, cluster)
 	c.h.start(9)
 	baseGoroutines := runtime.NumGoroutine()
 	em := startEmitter(c.h.sim, 20*time.Millisecond)
@@ -91,7 +104,7 @@ func runChaos(t *testing.T, seed uint64, dur time.Duration) {
 	c.mu.Lock()
 	c.start = start // every time in a report is on the schedule's clock
 	c.mu.Unlock()
-	witness, err := newServerWitness(c.h.nats.ClientURL(), start)
+	witness, err := newServerWitness(c.natsURL(), start)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,15 +191,23 @@ type chaos struct {
 	replay string
 	start  time.Time
 
-	mu       sync.Mutex
-	log      []string // applied faults with what they met
-	counts   map[faultKind]int
-	natsAddr string // set while NATS is down
-	witness  *serverWitness
-	replica  *replica
-	joining  bool
-	left     []time.Time // when second replicas left: their channels linger until they expire
-	joinedAt time.Time   // when the running second replica joined
+	// cluster, when not nil, is the JetStream cluster the run is on, in
+	// place of the harness's one server.
+	cluster *natstest.Cluster
+
+	mu     sync.Mutex
+	log    []string // applied faults with what they met
+	counts map[faultKind]int
+	// metNothing counts the faults that found nothing to act on (no
+	// connected channel, NATS already down, a refused stepdown).
+	metNothing map[faultKind]int
+	natsAddr   string                         // set while NATS is down
+	nodesDown  map[*natstest.Node]nodeRestart // the cluster's nodes not up
+	witness    *serverWitness
+	replica    *replica
+	joining    bool
+	left       []time.Time // when second replicas left: their channels linger until they expire
+	joinedAt   time.Time   // when the running second replica joined
 	// lossyStops are the lives of second replicas whose shutdown could not
 	// store what they held (NATS unreachable for its whole timeout), which
 	// the shutdown logs by count. An event delivered only to such a
@@ -202,15 +223,8 @@ type chaos struct {
 	timers     []*time.Timer
 }
 
-func newChaos(t *testing.T, seed uint64, replay string) *chaos {
-	h := newHarness(t, simulator.Options{
-		Queues: 3, Users: 3, Seed: seed,
-		HeartbeatInterval: 100 * time.Millisecond,
-		ChannelLifetime:   chaosChannelLife, // rotations keep coming
-		TokenLifetime:     20 * time.Second,
-		ClockOffset:       orgClockOffset(seed),
-		RecordLimit:       0,
-	}, map[string]string{
+func newChaos(t *testing.T, seed uint64, replay string, cluster bool) *chaos {
+	env := map[string]string{
 		"GCNATS_TOPICS": strings.Join(chaosTopics, ","),
 		// Long enough that a 2-core machine under -race never takes a
 		// busy socket for a dead one; a stall fault takes this to notice.
@@ -220,8 +234,47 @@ func newChaos(t *testing.T, seed uint64, replay string) *chaos {
 		"GCNATS_BUFFER_BYTES":      strconv.Itoa(chaosBuffer),
 		"GCNATS_SHUTDOWN_TIMEOUT":  chaosShutdownTime.String(),
 		"GCNATS_LOG_LEVEL":         "info",
-	})
-	return &chaos{t: t, h: h, seed: seed, replay: replay, start: time.Now(), counts: map[faultKind]int{}}
+	}
+	var cl *natstest.Cluster
+	if cluster {
+		cl = natstest.StartCluster(t, 3)
+		env["NATS_URL"] = cl.URLs()
+		env["GCNATS_STREAM_REPLICAS"] = "3"
+	}
+	h := newHarness(t, simulator.Options{
+		Queues: 3, Users: 3, Seed: seed,
+		HeartbeatInterval: 100 * time.Millisecond,
+		ChannelLifetime:   chaosChannelLife, // rotations keep coming
+		TokenLifetime:     20 * time.Second,
+		ClockOffset:       orgClockOffset(seed),
+		RecordLimit:       0,
+	}, env)
+	c := &chaos{t: t, h: h, seed: seed, replay: replay, start: time.Now(), counts: map[faultKind]int{}, metNothing: map[faultKind]int{},
+		cluster: cl, nodesDown: map[*natstest.Node]nodeRestart{}}
+	if cl != nil {
+		// The test's reader follows the cluster, as the sidecar does.
+		nc, err := nats.Connect(cl.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				fmt.Fprintf(h.logs, "the test's NATS connection: %v\n", err)
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		if h.js, err = jetstream.New(nc); err != nil {
+			t.Fatal(err)
+		}
+		h.nc = nc
+	}
+	return c
+}
+
+// natsURL is where the run's JetStream is, for the test's own clients.
+func (c *chaos) natsURL() string {
+	if c.cluster != nil {
+		return c.cluster.URLs()
+	}
+	return c.h.nats.ClientURL()
 }
 
 // fail records the first broken invariant and fails the test with a
@@ -250,6 +303,12 @@ func (c *chaos) note(s step, what string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.counts[s.Kind]++
+	for _, nothing := range []string{"missed", "refused", "no connected", "already"} {
+		if strings.HasPrefix(what, nothing) || strings.Contains(what, " "+nothing) {
+			c.metNothing[s.Kind]++
+			break
+		}
+	}
 	c.log = append(c.log, fmt.Sprintf("%s  %s", s, what))
 }
 
@@ -325,6 +384,8 @@ func (c *chaos) apply(s step) {
 		c.note(s, "")
 	case faultNATSRestart, faultNATSOutage:
 		c.natsDown(s)
+	case faultStepdown:
+		c.stepdown(s)
 	case faultOversized:
 		c.oversized(s)
 	case faultGarbage:
@@ -347,6 +408,10 @@ func (c *chaos) apply(s step) {
 }
 
 func (c *chaos) natsDown(s step) {
+	if c.cluster != nil {
+		c.nodesGoDown(s)
+		return
+	}
 	c.mu.Lock()
 	if c.natsAddr != "" {
 		c.mu.Unlock()
@@ -360,6 +425,10 @@ func (c *chaos) natsDown(s step) {
 }
 
 func (c *chaos) natsUp() {
+	if c.cluster != nil {
+		c.nodesUp()
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.natsAddr == "" {
@@ -367,6 +436,111 @@ func (c *chaos) natsUp() {
 	}
 	c.h.startNATS(c.natsAddr)
 	c.natsAddr = ""
+}
+
+// nodesGoDown is natsDown on a cluster: a restart stops one node, picked
+// by rank, and starts it again at once; an outage stops two for its
+// length, and the stream loses its quorum. A node already down stays as
+// it is.
+func (c *chaos) nodesGoDown(s step) {
+	n := 1
+	if s.Kind == faultNATSOutage {
+		n = 2
+	}
+	var stop []*natstest.Node
+	c.mu.Lock()
+	for i := range n {
+		nd := c.cluster.Nodes[(s.Pick+i)%len(c.cluster.Nodes)]
+		if _, down := c.nodesDown[nd]; !down {
+			c.nodesDown[nd] = nodeStopping
+			stop = append(stop, nd)
+		}
+	}
+	c.mu.Unlock()
+	var names []string
+	for _, nd := range stop {
+		c.cluster.Stop(nd)
+		c.mu.Lock()
+		c.nodesDown[nd] = nodeStopped
+		c.mu.Unlock()
+		names = append(names, nd.Name)
+	}
+	if len(names) == 0 {
+		c.note(s, "nodes already down")
+		return
+	}
+	c.note(s, "nodes "+strings.Join(names, ", "))
+	c.later(s.For, func() {
+		for _, nd := range stop {
+			c.nodeUp(nd)
+		}
+	})
+}
+
+// nodeRestart is where a node that is not up stands.
+type nodeRestart int
+
+const (
+	nodeStopping nodeRestart = iota
+	nodeStopped
+	nodeStarting
+)
+
+// nodesUp brings every stopped node back and returns once all are up,
+// whoever started them.
+func (c *chaos) nodesUp() {
+	for {
+		for _, nd := range c.cluster.Nodes {
+			c.nodeUp(nd)
+		}
+		c.mu.Lock()
+		down := len(c.nodesDown)
+		c.mu.Unlock()
+		if down == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // a stop or start under way elsewhere
+	}
+}
+
+// nodeUp starts a stopped node again with its store; the lock is not held
+// while it comes up, which can take seconds.
+func (c *chaos) nodeUp(nd *natstest.Node) {
+	c.mu.Lock()
+	if st, down := c.nodesDown[nd]; !down || st != nodeStopped {
+		c.mu.Unlock()
+		return
+	}
+	c.nodesDown[nd] = nodeStarting
+	c.mu.Unlock()
+	if err := nd.Boot(); err != nil {
+		c.fail("restart node %s: %v", nd.Name, err)
+	}
+	if err := nd.Ready(); err != nil {
+		c.fail("restart node %s: %v", nd.Name, err)
+	}
+	c.mu.Lock()
+	delete(c.nodesDown, nd)
+	c.mu.Unlock()
+}
+
+// stepdown asks the stream's leader to step down, as an operator moving
+// leaders off a node before maintenance does.
+func (c *chaos) stepdown(s step) {
+	stream := c.h.sc.settings.Stream
+	leader := "none"
+	if nd := c.cluster.StreamLeader(stream); nd != nil {
+		leader = nd.Name
+	}
+	msg, err := c.h.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil, 2*time.Second)
+	switch {
+	case err != nil:
+		c.note(s, "missed: "+err.Error())
+	case strings.Contains(string(msg.Data), `"error"`):
+		c.note(s, "refused: "+string(msg.Data))
+	default:
+		c.note(s, "leader "+leader+" stepped down")
+	}
 }
 
 func (c *chaos) oversized(s step) {
@@ -771,9 +945,9 @@ func (c *chaos) report(acc accounting, undeliverable int, readyAfter time.Durati
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "chaos seed %d: every invariant held\n\n| fault | injected |\n|---|---:|\n", c.seed)
+	fmt.Fprintf(&b, "chaos seed %d: every invariant held\n\n| fault | injected | met nothing |\n|---|---:|---:|\n", c.seed)
 	for _, k := range slices.Sorted(maps.Keys(c.counts)) {
-		fmt.Fprintf(&b, "| %s | %d |\n", k, c.counts[k])
+		fmt.Fprintf(&b, "| %s | %d | %d |\n", k, c.counts[k], c.metNothing[k])
 	}
 	fmt.Fprintf(&b, "\n| sent | stored | lost | duplicated | undeliverable (no socket up) | oversized, skipped (sent besides) |\n|---:|---:|---:|---:|---:|---:|\n")
 	fmt.Fprintf(&b, "| %d | %d | %d | %d | %d | %d |\n", acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, undeliverable, len(c.skipped))
