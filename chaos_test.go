@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -529,9 +530,15 @@ func (c *chaos) nodeUp(nd *natstest.Node) {
 func (c *chaos) stepdown(s step) {
 	stream := c.h.sc.settings.Stream
 	leader := "none"
-	if nd := c.cluster.StreamLeader(stream); nd != nil {
-		leader = nd.Name
+	c.mu.Lock()
+	for _, nd := range c.cluster.Nodes {
+		// Only a node that is up: another goroutine may be stopping or
+		// starting the others.
+		if _, down := c.nodesDown[nd]; !down && nd.Srv.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+			leader = nd.Name
+		}
 	}
+	c.mu.Unlock()
 	msg, err := c.h.nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, nil, 2*time.Second)
 	switch {
 	case err != nil:
