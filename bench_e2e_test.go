@@ -297,7 +297,7 @@ func (f *forwardOnly) run(b *testing.B, js jetstream.JetStream, msgs []*nats.Msg
 		if _, err := f.buf.ReadFrom(r); err != nil {
 			b.Fatal(err)
 		}
-		if bytes.HasPrefix(f.buf.Bytes(), []byte(`{"topicName":"channel.`)) {
+		if plainchannel.IsControl(f.buf.Bytes()) {
 			continue // a heartbeat
 		}
 		m := msgs[i]

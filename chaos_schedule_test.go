@@ -227,6 +227,23 @@ func TestChaosSchedule(t *testing.T) {
 	if !slices.Equal(first, drawFirst(seed, d, 700*time.Millisecond)) {
 		t.Error("the later kinds changed the first kinds' schedule")
 	}
+	// The regression seed's 40-second schedule as it was when the seed
+	// failed. A change to faultWeights or to drawFirst changes it, and
+	// the seed no longer replays what it found: add kinds to laterFaults.
+	pinned := drawFirst(seed, 40*time.Second, 700*time.Millisecond)
+	want := []string{
+		"   394ms  org change         pick=14280",
+		"   438ms  REST 5xx storm     pick=7785 n=11",
+		"   470ms  abrupt close       pick=8284",
+	}
+	if len(pinned) != 59 {
+		t.Errorf("the regression seed's schedule has %d steps, not 59", len(pinned))
+	}
+	for i, w := range want {
+		if i >= len(pinned) || pinned[i].String() != w {
+			t.Errorf("step %d of the regression seed's schedule is not %q", i, w)
+		}
+	}
 	for _, st := range drawSchedule(seed, d, 700*time.Millisecond, false) {
 		if st.Kind == faultStepdown {
 			t.Fatal("a cluster's fault in a run on one server")

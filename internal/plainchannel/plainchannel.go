@@ -76,6 +76,15 @@ func Open(api, token string, topics []string, d *websocket.Dialer) (*websocket.C
 	return conn, nil
 }
 
+// controlPrefix starts the frames of the channel's own topic
+// (channel.metadata: heartbeats, pongs) as Genesys writes them.
+var controlPrefix = []byte(`{"topicName":"channel.`)
+
+// IsControl reports whether frame is a heartbeat or a pong rather than an
+// event: enough for a baseline that must not count them, which gcnats
+// tells apart by a peek that allows any key order.
+func IsControl(frame []byte) bool { return bytes.HasPrefix(frame, controlPrefix) }
+
 func call(req *http.Request, out any) error {
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

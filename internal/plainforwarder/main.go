@@ -136,10 +136,6 @@ func forward(ctx context.Context, conn *websocket.Conn, js jetstream.JetStream, 
 	}
 }
 
-// controlPrefix starts the frames of the channel's own topics (heartbeats,
-// pongs), which forwardRaw does not count as events.
-var controlPrefix = []byte(`{"topicName":"channel.`)
-
 // forwardRaw publishes every event frame of conn as it is, with a core
 // publish, reading each into one reused buffer.
 func forwardRaw(ctx context.Context, conn *websocket.Conn, nc *nats.Conn) error {
@@ -156,7 +152,7 @@ func forwardRaw(ctx context.Context, conn *websocket.Conn, nc *nats.Conn) error 
 		if _, err := buf.ReadFrom(r); err != nil {
 			return err
 		}
-		if bytes.HasPrefix(buf.Bytes(), controlPrefix) {
+		if plainchannel.IsControl(buf.Bytes()) {
 			continue
 		}
 		if err := nc.Publish("floor.events", buf.Bytes()); err != nil {
