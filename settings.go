@@ -59,7 +59,7 @@ type Settings struct {
 	HubStream        string `env:"GCNATS_HUB_STREAM"`
 	HubDomain        string `env:"GCNATS_HUB_DOMAIN" envDefault:"hub"`
 	// HubDedupWindow is the hub stream's duplicate window; 0 takes the
-	// local stream's max age (see resolveEdge).
+	// local stream's max age (see resolveHubWindow).
 	HubDedupWindow time.Duration `env:"GCNATS_HUB_DEDUP_WINDOW"`
 	// Hostname is the pod's name in Kubernetes: the default JetStream
 	// domain of an edge.
