@@ -5,6 +5,7 @@ import (
 	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gcnats/gcnats/publisher"
 )
@@ -26,6 +27,19 @@ func TestSettingsEdge(t *testing.T) {
 	if s.LeafPassword != "leaf-secret" || s.HubDomain != "hub" || len(s.leafURLs()) != 2 {
 		t.Errorf("password %q, hub domain %q, urls %v", s.LeafPassword, s.HubDomain, s.leafURLs())
 	}
+	// The hub's window covers the buffer: the local max age by default.
+	if s.HubDedupWindow != 168*time.Hour {
+		t.Errorf("hub dedup window %s, want the local max age 168h", s.HubDedupWindow)
+	}
+	for _, tc := range []struct{ maxAge, window, want string }{
+		{"24h", "", "24h0m0s"}, {"24h", "1h", "1h0m0s"}, {"0", "", "168h0m0s"}, {"0", "720h", "720h0m0s"},
+	} {
+		e := maps.Clone(env)
+		e["GCNATS_STREAM_MAX_AGE"], e["GCNATS_HUB_DEDUP_WINDOW"] = tc.maxAge, tc.window
+		if s, err := loadSettings(e); err != nil || s.HubDedupWindow.String() != tc.want {
+			t.Errorf("max age %s, hub window %q: got %s, %v; want %s", tc.maxAge, tc.window, s.HubDedupWindow, err, tc.want)
+		}
+	}
 	env["GCNATS_JS_DOMAIN"] = "site-a"
 	if s, err = loadSettings(env); err != nil || s.JSDomain != "site-a" {
 		t.Errorf("GCNATS_JS_DOMAIN=site-a: domain %q, %v", s.JSDomain, err)
@@ -44,6 +58,9 @@ func TestSettingsEdge(t *testing.T) {
 		{map[string]string{"GCNATS_JS_DOMAIN": "edge", "NATS_URL": "nats://nats:4222"}, "GCNATS_JS_DOMAIN: names the embedded server's domain"},
 		{map[string]string{"GCNATS_LEAF_REMOTE": "nats-leaf://hub:7422", "GCNATS_JS_DOMAIN": "hub", "GCNATS_HUB_STREAM": "ALL"}, "GCNATS_HUB_DOMAIN: \"hub\" is also the edge's"},
 		{map[string]string{"GCNATS_LEAF_REMOTE": "nats-leaf://hub:7422", "GCNATS_HUB_STREAM": "A.B"}, "GCNATS_HUB_STREAM: \"A.B\" is not a valid stream name"},
+		{map[string]string{"GCNATS_LEAF_REMOTE": "nats-leaf://hub:7422", "GCNATS_HUB_DEDUP_WINDOW": "1h"}, "GCNATS_HUB_DEDUP_WINDOW: set without GCNATS_HUB_STREAM"},
+		{map[string]string{"GCNATS_LEAF_REMOTE": "nats-leaf://hub:7422", "GCNATS_HUB_STREAM": "ALL", "GCNATS_HUB_DEDUP_WINDOW": "-1s"}, "GCNATS_HUB_DEDUP_WINDOW: must not be negative"},
+		{map[string]string{"GCNATS_LEAF_REMOTE": "nats-leaf://hub:7422", "GCNATS_HUB_STREAM": "ALL", "GCNATS_STREAM_MAX_AGE": "24h", "GCNATS_HUB_DEDUP_WINDOW": "25h"}, "GCNATS_HUB_DEDUP_WINDOW: longer than GCNATS_STREAM_MAX_AGE"},
 		{map[string]string{"GCNATS_LEAF_REMOTE": "nats-leaf://hub:7422", "GCNATS_LEAF_CERT": "/x"}, "GCNATS_LEAF_CERT and GCNATS_LEAF_KEY: set both or neither"},
 		{map[string]string{"GCNATS_LEAF_REMOTE": "nats-leaf://hub:7422", "GCNATS_LEAF_CA": "/no/such/ca.pem"}, "GCNATS_LEAF_CA: cannot read /no/such/ca.pem"},
 	} {
@@ -86,6 +103,31 @@ func TestModeLogLine(t *testing.T) {
 			if !strings.Contains(line, w) {
 				t.Errorf("%q lacks %q", line, w)
 			}
+		}
+	}
+}
+
+// TestHubWindowWarning checks the start-up warning an edge gives when the
+// hub stream's duplicate window is shorter than its buffer, and only then.
+func TestHubWindowWarning(t *testing.T) {
+	for _, tc := range []struct {
+		maxAge, window time.Duration
+		want           string // "" for no warning
+	}{
+		{168 * time.Hour, 168 * time.Hour, ""},
+		{24 * time.Hour, 48 * time.Hour, ""},
+		{168 * time.Hour, 2 * time.Minute, "hub_dedup_window=2m0s buffer=168h0m0s"},
+		{0, 168 * time.Hour, "hub_dedup_window=168h0m0s buffer=forever"},
+	} {
+		var logs syncBuffer
+		sc := &sidecar{settings: Settings{HubStream: "GENESYS_ALL", StreamMaxAge: tc.maxAge}, log: slog.New(slog.NewTextHandler(&logs, nil))}
+		sc.checkHubWindow(tc.window)
+		line := logs.full()
+		switch {
+		case tc.want == "" && line != "":
+			t.Errorf("max age %s, window %s: warned %q", tc.maxAge, tc.window, line)
+		case tc.want != "" && (!strings.Contains(line, "level=WARN") || !strings.Contains(line, tc.want) || !strings.Contains(line, "once per edge")):
+			t.Errorf("max age %s, window %s: %q lacks a warning with %q", tc.maxAge, tc.window, line, tc.want)
 		}
 	}
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -452,4 +455,113 @@ func TestEdgeRestart(t *testing.T) {
 			h.verifyHub(hb, append(before, after...), true, !lostStore)
 		})
 	}
+}
+
+// TestEdgeTwoReplicas runs two edge pods as the StatefulSet of
+// k8s/overlays/edge does: each with its own store, its JetStream domain
+// from its pod name and its own leaf link to one hub, both reading every
+// event, and one hub stream sourcing both. Then one pod's link is cut for
+// longer than the edges' own duplicate window: its copies reach the hub
+// that much later, plus the hub's retry of its source, and must still be
+// recognised there as copies. Every event is stored once at the hub.
+func TestEdgeTwoReplicas(t *testing.T) {
+	// Most of its time is spent waiting on nats-server's timers (the cut,
+	// the hub's retries of its source): it runs beside the other edge tests.
+	t.Parallel()
+	const window, cut = 3 * time.Second, 8 * time.Second
+	h, hb, _ := edgeHarness(t, map[string]string{"HOSTNAME": "gcnats-edge-0", "GCNATS_DEDUP_WINDOW": window.String()})
+	first := h.onlyChannel()
+	p1 := startProxy(t, hb.leafAddr())
+	maps.Copy(h.environ, map[string]string{
+		"HOSTNAME":               "gcnats-edge-1",
+		"GCNATS_EMBEDDED_LISTEN": fmt.Sprintf("127.0.0.1:%d", natstest.FreePort(t)),
+		"GCNATS_STORE_DIR":       t.TempDir(),
+		"GCNATS_LEAF_REMOTE":     "nats-leaf://" + p1.addr,
+	})
+	second := h.startReplica()
+	h.waitBothReplicas(faultTopicCount)
+	var secondCh simulator.ChannelInfo
+	for _, c := range h.sim.Snapshot().Channels {
+		if c.Connected && c.ID != first.ID {
+			secondCh = c
+		}
+	}
+	waitUntil(t, "both edges' leaf links up and the hub stream sourcing both domains", func() bool {
+		s, err := hb.js.Stream(context.Background(), hubStream)
+		return err == nil && len(s.CachedInfo().Config.Sources) == 2 &&
+			h.sc.embedded.LeafConnected() && second.sc.embedded.LeafConnected()
+	})
+
+	em := startEmitter(h.sim, 50*time.Millisecond)
+	em.waitMore(h, 60)
+	waitUntil(t, "events at the hub before the cut", func() bool { return hb.msgs() > 0 })
+	p1.cut()
+	waitUntil(t, "edge 1's leaf link down", func() bool { return !second.sc.embedded.LeafConnected() })
+	atCut := hb.msgs()
+	// The cut's length is the scenario: longer than the window, so edge
+	// 1's copies reach the hub further from edge 0's than the edges'
+	// own window.
+	time.Sleep(cut)
+	if grew := hb.msgs() - atCut; grew == 0 {
+		t.Error("the hub stored nothing during edge 1's cut: edge 0 does not feed it")
+	}
+	p1.restore()
+	restored := time.Now()
+	events := em.finish()
+
+	// A last event on each edge's socket alone: sourcing keeps each
+	// edge's order, so once the hub holds both, it has taken every copy.
+	var marks []string
+	for i, ch := range []simulator.ChannelInfo{first, secondCh} {
+		id := fmt.Sprintf("edge-%d-last", i)
+		frame := fmt.Sprintf(`{"topicName":%q,"version":"2","eventBody":{"edge":%d},"metadata":{"CorrelationId":%q}}`, events[0].Topic, i, id)
+		if err := h.sim.SendRaw(ch.ID, false, []byte(frame)); err != nil {
+			t.Fatal(err)
+		}
+		marks = append(marks, id)
+	}
+	msgs := readHubUntil(t, hb, marks...)
+	took := time.Since(restored)
+	msgs = slices.DeleteFunc(msgs, func(m storedMsg) bool { return slices.Contains(marks, m.Header.Get("Genesys-Correlation-Id")) })
+	acc := account(events, msgs, func(ev simulator.Event) bool { return ev.Delivered == 0 })
+	t.Logf("two edges, edge 1's link cut %s (edges' window %s): sent %d, stored %d at the hub, lost %d, duplicated %d; edge 1 caught up %s after its link was back",
+		cut, window, acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, took.Round(time.Millisecond))
+	if acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
+		t.Fatalf("hub: %v; lost seqs %v", acc, acc.lost)
+	}
+	if n := hb.msgs(); n != uint64(len(msgs)+len(marks)) {
+		t.Fatalf("hub stream holds %d messages, want %d", n, len(msgs)+len(marks))
+	}
+}
+
+// readHubUntil reads the hub stream from its start until it has read a
+// message with each of the Genesys-Correlation-Id values ids, and returns
+// every message read.
+func readHubUntil(t *testing.T, hb *testHub, ids ...string) []storedMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	defer cancel()
+	cons, err := hb.js.OrderedConsumer(ctx, hubStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []storedMsg
+	missing := slices.Clone(ids)
+	for len(missing) > 0 {
+		if ctx.Err() != nil {
+			t.Fatalf("hub: read %d messages, none with Genesys-Correlation-Id %q after %s", len(out), missing, 2*testTimeout)
+		}
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			out = append(out, storedMsg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+			missing = slices.DeleteFunc(missing, func(id string) bool { return id == m.Headers().Get("Genesys-Correlation-Id") })
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			t.Fatal(err)
+		}
+	}
+	return out
 }

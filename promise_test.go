@@ -121,6 +121,41 @@ func TestIdenticalBodiesAreDistinctEvents(t *testing.T) {
 	t.Logf("identical bodies, two replicas: sent %d, stored %d, lost 0, duplicated 0 (JetStream collapsed %v)", len(events), len(msgs), dups)
 }
 
+// TestNumericCorrelationIDsAreDistinctEvents sends byte-identical bodies on
+// one topic whose metadata.CorrelationId is a number, not the string
+// Genesys documents: 1, 2, then 1 again. The id is the event's identity
+// whatever its kind, so events 1 and 2 are stored, each with its id in
+// Genesys-Correlation-Id, and the repeat of 1 is collapsed as a copy.
+func TestNumericCorrelationIDsAreDistinctEvents(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, nil)
+	h.start(faultTopicCount)
+	ch := h.onlyChannel()
+	topic := "v2.users." + h.sim.Users()[0].ID + ".presence"
+	acked := counterValue(h.sc.metrics.acked)
+	for _, id := range []string{"1", "2", "1"} {
+		frame := fmt.Sprintf(`{"topicName":%q,"version":"2","eventBody":{"presenceDefinition":{"id":"p1"}},"metadata":{"CorrelationId":%s}}`, topic, id)
+		if err := h.sim.SendRaw(ch.ID, false, []byte(frame)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "three acks", func() bool { return counterValue(h.sc.metrics.acked) >= acked+3 })
+	if n := h.streamMsgs("GENESYS"); n != 2 {
+		t.Fatalf("stream holds %d messages, want 2: the events with CorrelationId 1 and 2 (the repeat of 1 is a copy)", n)
+	}
+	msgs := h.collect("GENESYS", 2)
+	var ids []string
+	for _, m := range msgs {
+		ids = append(ids, m.Header.Get("Genesys-Correlation-Id"))
+	}
+	if ids[0] != "1" || ids[1] != "2" || msgs[0].Header.Get("Nats-Msg-Id") == msgs[1].Header.Get("Nats-Msg-Id") {
+		t.Fatalf("stored Genesys-Correlation-Id %q with Nats-Msg-Id %q, %q; want 1 and 2 with distinct ids",
+			ids, msgs[0].Header.Get("Nats-Msg-Id"), msgs[1].Header.Get("Nats-Msg-Id"))
+	}
+	if u := counterValue(h.sc.metrics.uncorrelated); u != 0 {
+		t.Errorf("gcnats_frames_uncorrelated_total = %v; a numeric id is an id", u)
+	}
+}
+
 // TestShutdownWithNATSDownAndBufferFull sends SIGTERM while NATS is down
 // and the buffer is full, so the socket reader is blocked handing over an
 // event: the process still exits within GCNATS_SHUTDOWN_TIMEOUT and says

@@ -58,6 +58,9 @@ type Settings struct {
 	JSDomain         string `env:"GCNATS_JS_DOMAIN"`
 	HubStream        string `env:"GCNATS_HUB_STREAM"`
 	HubDomain        string `env:"GCNATS_HUB_DOMAIN" envDefault:"hub"`
+	// HubDedupWindow is the hub stream's duplicate window; 0 takes the
+	// local stream's max age (see resolveHubWindow).
+	HubDedupWindow time.Duration `env:"GCNATS_HUB_DEDUP_WINDOW"`
 	// Hostname is the pod's name in Kubernetes: the default JetStream
 	// domain of an edge.
 	Hostname string `env:"HOSTNAME"`
@@ -409,8 +412,38 @@ func (s *Settings) resolveEdge() []error {
 		case s.HubDomain == s.JSDomain:
 			bad(fmt.Errorf("GCNATS_HUB_DOMAIN: %q is also the edge's GCNATS_JS_DOMAIN; they must differ", s.HubDomain))
 		}
+		errs = append(errs, s.resolveHubWindow()...)
+	} else if s.HubDedupWindow != 0 {
+		bad(errors.New("GCNATS_HUB_DEDUP_WINDOW: set without GCNATS_HUB_STREAM, which it belongs to"))
 	}
 	return errs
+}
+
+// defaultHubWindow is the hub stream's duplicate window when the local
+// stream keeps events forever: no window covers an unbounded buffer, and
+// the start-up check says so (see sidecar.checkHubWindow).
+const defaultHubWindow = 168 * time.Hour
+
+// resolveHubWindow derives the hub stream's duplicate window. By default
+// it is the local stream's max age, the edge's buffer horizon: where two
+// edges feed the hub, one edge's copy of an event stored during its link
+// outage reaches the hub after the other's by the outage plus the hub's
+// catch-up, and the hub must still know the first copy's id then. A copy
+// reaches the hub only while its edge still holds it, at most the max age
+// after it was stored, so a window that long covers any outage.
+func (s *Settings) resolveHubWindow() []error {
+	switch {
+	case s.HubDedupWindow < 0:
+		return []error{errors.New("GCNATS_HUB_DEDUP_WINDOW: must not be negative (0 or unset: GCNATS_STREAM_MAX_AGE)")}
+	case s.HubDedupWindow == 0 && s.StreamMaxAge > 0:
+		s.HubDedupWindow = s.StreamMaxAge
+	case s.HubDedupWindow == 0:
+		s.HubDedupWindow = defaultHubWindow
+	case s.StreamMaxAge > 0 && s.HubDedupWindow > s.StreamMaxAge:
+		// The hub stream is created with the local max age.
+		return []error{errors.New("GCNATS_HUB_DEDUP_WINDOW: longer than GCNATS_STREAM_MAX_AGE, which the hub stream is created with; JetStream refuses that")}
+	}
+	return nil
 }
 
 func validDomain(d string) bool {

@@ -291,7 +291,7 @@ func (sc *sidecar) logMode(url string) {
 	switch {
 	case sc.embedded != nil && sc.embedded.Leaf():
 		sc.log.Info("embedded JetStream server started as a leaf node of a hub", "mode", "leaf", "url", url, "store", s.StoreDir,
-			"domain", s.JSDomain, "hub", publisher.RedactURLs(s.LeafRemote), "hub_stream", s.HubStream, "hub_domain", s.HubDomain)
+			"domain", s.JSDomain, "hub", publisher.RedactURLs(s.LeafRemote), "hub_stream", s.HubStream, "hub_domain", s.HubDomain, "hub_dedup_window", s.HubDedupWindow)
 	case sc.embedded != nil:
 		sc.log.Info("embedded JetStream server started", "mode", "embedded", "url", url, "store", s.StoreDir, "domain", s.JSDomain)
 	default:

@@ -58,19 +58,22 @@ func (sc *sidecar) keepHubStream(ctx context.Context) {
 	for _, st := range sc.table.Streams(s.Stream) {
 		sources = append(sources, st.Name)
 	}
-	cfg := publisher.HubStreamConfig{Name: s.HubStream, EdgeDomain: s.JSDomain, Sources: sources, MaxAge: s.StreamMaxAge, Duplicates: s.DedupWindow}
+	cfg := publisher.HubStreamConfig{Name: s.HubStream, EdgeDomain: s.JSDomain, Sources: sources, MaxAge: s.StreamMaxAge, Duplicates: s.HubDedupWindow}
 	wait := time.Second
 	for attempt := 0; ; attempt++ {
 		js, err := jetstream.NewWithDomain(sc.pub.Conn(), s.HubDomain)
 		if err == nil {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = publisher.EnsureHubStream(actx, js, cfg)
+			var hub jetstream.Stream
+			hub, err = publisher.EnsureHubStream(actx, js, cfg)
 			cancel()
-		}
-		if err == nil {
-			sc.log.Info("hub stream sources the local streams", "hub_stream", s.HubStream, "hub_domain", s.HubDomain,
-				"sources", sources, "api_prefix", publisher.EdgeAPIPrefix(s.JSDomain))
-			return
+			if err == nil {
+				window := hub.CachedInfo().Config.Duplicates
+				sc.log.Info("hub stream sources the local streams", "hub_stream", s.HubStream, "hub_domain", s.HubDomain,
+					"sources", sources, "api_prefix", publisher.EdgeAPIPrefix(s.JSDomain), "hub_dedup_window", window)
+				sc.checkHubWindow(window)
+				return
+			}
 		}
 		if attempt == 0 {
 			sc.log.Warn("hub stream not set up yet; retrying while events wait in the local stream", "hub_stream", s.HubStream,
@@ -83,4 +86,26 @@ func (sc *sidecar) keepHubStream(ctx context.Context) {
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// checkHubWindow says, once the hub stream is set up, when its duplicate
+// window cannot cover the link outages this edge rides out. A copy of an
+// event reaches the hub only while the edge still holds it, at most
+// GCNATS_STREAM_MAX_AGE after it was stored, so a window that long covers
+// any outage; a shorter one does not, and where several edges feed the hub
+// stream, an event stored during a longer outage is stored there once per
+// edge.
+func (sc *sidecar) checkHubWindow(window time.Duration) {
+	s := sc.settings
+	if s.StreamMaxAge > 0 && window >= s.StreamMaxAge {
+		return
+	}
+	buffer := "forever"
+	if s.StreamMaxAge > 0 {
+		buffer = s.StreamMaxAge.String()
+	}
+	sc.log.Warn("the hub stream's duplicate window is shorter than this edge's buffer: where several edges feed it, "+
+		"events stored during a link outage longer than the window, less the hub's catch-up (about 40 s), are stored at the hub once per edge",
+		"hub_stream", s.HubStream, "hub_dedup_window", window, "buffer", buffer,
+		"remedy", "raise GCNATS_HUB_DEDUP_WINDOW, or the hub stream's max_age that caps it, to GCNATS_STREAM_MAX_AGE")
 }

@@ -26,8 +26,12 @@ type Frame struct {
 	// Version is version's decoded contents when it is a string, else its
 	// raw JSON text (2, null, ...); nil when absent.
 	Version []byte
-	// CorrelationID is metadata.CorrelationId's decoded contents; nil when
-	// metadata or the id is absent or the id is not a string.
+	// CorrelationID is what identifies the event: metadata.CorrelationId's
+	// decoded contents when it is a string (as Genesys documents it), else
+	// its raw JSON text, whatever its kind (12, true, {"a":1}), so that
+	// distinct events with equal bodies keep distinct dedup ids even when
+	// the id is not a string. nil when metadata or the id is absent or the
+	// id is null, which says it has none.
 	CorrelationID []byte
 	// Result is the top-level "result" of control answers ("200", "404"),
 	// decoded like Version; nil when absent.
@@ -89,7 +93,15 @@ func Peek(raw []byte, f *Frame) error {
 		f.Result = f.text(result)
 	}
 	if meta != nil {
-		if id, _ := jsonscan.Get(meta, "CorrelationId"); jsonscan.KindOf(id) == jsonscan.String {
+		// Any id but null tells events apart; counting a number as absent
+		// would merge equal bodies with ids 1 and 2. Not a string, it is
+		// taken as written: one event is serialised once and fanned out
+		// byte for byte, so its copies agree, and an object or array is
+		// still an id, if an odd one (its line breaks become spaces in the
+		// header, see publisher's rec.fill). The string "1" and the
+		// number 1 give one id; a producer uses one kind, so that is no
+		// loss in practice.
+		if id, _ := jsonscan.Get(meta, "CorrelationId"); id != nil && jsonscan.KindOf(id) != jsonscan.Null {
 			f.CorrelationID = f.text(id)
 		}
 	}

@@ -65,7 +65,14 @@ func TestPeek(t *testing.T) {
 		{"empty topic", `{"topicName":""}`, frameWant{"", n, n, n, n, n}},
 		{"version null", `{"topicName":"t","version":null}`, frameWant{"t", n, "null", n, n, n}},
 		{"body string", `{"topicName":"t","eventBody":"hi\n"}`, frameWant{"t", `"hi\n"`, n, n, n, n}},
-		{"correlation not a string", `{"topicName":"t","metadata":{"CorrelationId":12}}`, frameWant{"t", n, n, n, n, n}},
+		// An id of another kind still tells its event apart: its raw token.
+		{"correlation a number", `{"topicName":"t","metadata":{"CorrelationId":12}}`, frameWant{"t", n, n, "12", n, n}},
+		{"correlation a big number", `{"topicName":"t","metadata":{"CorrelationId": -1.5e300 }}`, frameWant{"t", n, n, "-1.5e300", n, n}},
+		{"correlation a boolean", `{"topicName":"t","metadata":{"CorrelationId":true}}`, frameWant{"t", n, n, "true", n, n}},
+		{"correlation an object", `{"topicName":"t","metadata":{"CorrelationId":{"a": [1, "x"]}}}`, frameWant{"t", n, n, `{"a": [1, "x"]}`, n, n}},
+		{"correlation an array", `{"topicName":"t","metadata":{"CorrelationId":[2]}}`, frameWant{"t", n, n, "[2]", n, n}},
+		{"correlation null", `{"topicName":"t","metadata":{"CorrelationId":null}}`, frameWant{"t", n, n, n, n, n}},
+		{"correlation empty", `{"topicName":"t","metadata":{"CorrelationId":""}}`, frameWant{"t", n, n, "", n, n}},
 		{"metadata not an object", `{"topicName":"t","metadata":"CorrelationId"}`, frameWant{"t", n, n, n, n, n}},
 		{"message not a string", `{"topicName":"t","eventBody":{"message":{"text":"x"}}}`, frameWant{"t", `{"message":{"text":"x"}}`, n, n, n, n}},
 		{"invalid utf-8 topic", "{\"topicName\":\"a\xffb\"}", frameWant{"a\uFFFDb", n, n, n, n, n}},
@@ -269,7 +276,7 @@ func FuzzPeek(f *testing.F) {
 			if err := json.Unmarshal(raw, &meta); err != nil {
 				t.Fatalf("oracle metadata: %v", err)
 			}
-			if c, ok := meta["CorrelationId"]; ok && c[0] == '"' {
+			if c, ok := meta["CorrelationId"]; ok && string(c) != "null" {
 				corr = c
 			}
 		}

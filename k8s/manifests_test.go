@@ -146,12 +146,17 @@ func decodeStrict(data []byte, v any) error {
 	return nil
 }
 
-// pod is the example Deployment's pod with the gcnats sidecar and the
-// settings it starts with.
+// pod is the example app's pod, from its Deployment or StatefulSet, with
+// the gcnats sidecar and the settings it starts with.
 type pod struct {
-	m       *manifests
-	deploy  *appsv1.Deployment
-	spec    *corev1.PodSpec
+	m        *manifests
+	deploy   *appsv1.Deployment  // nil when the app is a StatefulSet
+	sts      *appsv1.StatefulSet // nil when the app is a Deployment
+	template *corev1.PodTemplateSpec
+	spec     *corev1.PodSpec
+	// claims are the StatefulSet's volumeClaimTemplates by name: a claim
+	// of each pod's own, mounted as a volume of that name.
+	claims  map[string]*corev1.PersistentVolumeClaim
 	sidecar *corev1.Container
 	app     *corev1.Container
 	env     map[string]string // the sidecar's environment, envFrom resolved
@@ -160,11 +165,24 @@ type pod struct {
 
 func sidecarPod(t *testing.T, m *manifests) *pod {
 	t.Helper()
-	d, ok := m.deployments[appName]
-	if !ok {
-		t.Fatalf("no Deployment %s", appName)
+	p := &pod{m: m, claims: map[string]*corev1.PersistentVolumeClaim{}}
+	d, isDeploy := m.deployments[appName]
+	sts, isSts := m.statefulSets[appName]
+	switch {
+	case isDeploy && isSts:
+		t.Fatalf("both a Deployment and a StatefulSet %s", appName)
+	case isDeploy:
+		p.deploy, p.template = d, &d.Spec.Template
+	case isSts:
+		p.sts, p.template = sts, &sts.Spec.Template
+		for i := range sts.Spec.VolumeClaimTemplates {
+			c := &sts.Spec.VolumeClaimTemplates[i]
+			p.claims[c.Name] = &corev1.PersistentVolumeClaim{ObjectMeta: c.ObjectMeta, Spec: c.Spec}
+		}
+	default:
+		t.Fatalf("no Deployment or StatefulSet %s", appName)
 	}
-	p := &pod{m: m, deploy: d, spec: &d.Spec.Template.Spec}
+	p.spec = &p.template.Spec
 	for i := range p.spec.Containers {
 		c := &p.spec.Containers[i]
 		if c.Name == sidecarName {
@@ -195,6 +213,14 @@ func sidecarPod(t *testing.T, m *manifests) *pod {
 			t.Errorf("volume %s declared twice", v.Name)
 		}
 		volumes[v.Name] = v
+	}
+	for name := range p.claims {
+		if _, dup := volumes[name]; dup {
+			t.Errorf("volume %s is both a pod volume and a volumeClaimTemplate", name)
+		}
+		volumes[name] = corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name},
+		}}
 	}
 	p.mounts = map[string]corev1.Volume{}
 	for _, c := range append(slices.Clone(p.spec.InitContainers), p.spec.Containers...) {
@@ -388,7 +414,7 @@ func checkSidecar(t *testing.T, p *pod) {
 	}
 
 	// Metrics scraped from the same port.
-	ann := p.deploy.Spec.Template.Annotations
+	ann := p.template.Annotations
 	for k, want := range map[string]string{
 		"prometheus.io/scrape": "true",
 		"prometheus.io/port":   strconv.Itoa(int(port)),
@@ -608,7 +634,10 @@ func checkEmbedded(t *testing.T, m *manifests, p *pod, extraMounts ...string) {
 	if v.PersistentVolumeClaim == nil {
 		t.Fatalf("GCNATS_STORE_DIR %s is on volume %s, not a PersistentVolumeClaim", store, v.Name)
 	}
-	pvc := m.pvcs[v.PersistentVolumeClaim.ClaimName]
+	pvc, perPod := p.claims[v.Name]
+	if !perPod {
+		pvc = m.pvcs[v.PersistentVolumeClaim.ClaimName]
+	}
 	if pvc == nil || !slices.Contains(pvc.Spec.AccessModes, corev1.ReadWriteOnce) {
 		t.Errorf("PersistentVolumeClaim %s: want ReadWriteOnce", v.PersistentVolumeClaim.ClaimName)
 	} else if q := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; q.Sign() <= 0 {
@@ -622,12 +651,19 @@ func checkEmbedded(t *testing.T, m *manifests, p *pod, extraMounts ...string) {
 		}
 	}
 
-	// One pod holds the ReadWriteOnce store at a time.
-	if r := p.deploy.Spec.Replicas; r == nil || *r != 1 {
-		t.Errorf("replicas %v, want 1", show(r))
-	}
-	if s := p.deploy.Spec.Strategy.Type; s != appsv1.RecreateDeploymentStrategyType {
-		t.Errorf("strategy %q, want Recreate", s)
+	// One pod holds a ReadWriteOnce store at a time: a Deployment's
+	// pods share one claim, so one replica, replaced only once it is gone;
+	// a StatefulSet's pods have a claim each.
+	switch {
+	case p.deploy != nil:
+		if r := p.deploy.Spec.Replicas; r == nil || *r != 1 {
+			t.Errorf("replicas %v, want 1", show(r))
+		}
+		if s := p.deploy.Spec.Strategy.Type; s != appsv1.RecreateDeploymentStrategyType {
+			t.Errorf("strategy %q, want Recreate", s)
+		}
+	case !perPod:
+		t.Errorf("GCNATS_STORE_DIR %s is on the shared claim %s: every pod of the StatefulSet needs its own, from volumeClaimTemplates", store, v.PersistentVolumeClaim.ClaimName)
 	}
 
 	// The app reaches the embedded server on the pod's loopback.
@@ -669,15 +705,46 @@ func TestEdge(t *testing.T) {
 		}
 	}
 
-	// A Deployment's pod gets a new name, and so a new default domain, on
-	// every rollout: the hub would lose track of the edge stream.
-	domain := p.env["GCNATS_JS_DOMAIN"]
-	if !domainRE.MatchString(domain) {
-		t.Errorf("GCNATS_JS_DOMAIN=%q: set it to a fixed domain (letters, digits, '-', '_'); the default follows the pod's name", domain)
+	// Each pod needs a JetStream domain of its own, the same across its
+	// restarts: the hub takes one leaf link per domain and keys each
+	// edge's source by it. A Deployment's pods share their settings (one
+	// fixed domain for all of them) and get new names on every rollout
+	// (a new domain from HOSTNAME each time); a StatefulSet's pod names
+	// are distinct and stable, so the default domain, the pod's name,
+	// suits any number of replicas.
+	sts := p.sts
+	if sts == nil {
+		t.Fatalf("the edge overlay runs a Deployment: scaled to two pods, both take one domain and the hub accepts one leaf link; want a StatefulSet whose pods take their domain from their names")
+	}
+	for _, name := range []string{"GCNATS_JS_DOMAIN", "HOSTNAME"} {
+		if v, ok := p.env[name]; ok {
+			t.Errorf("%s=%q: every pod would take one domain; leave it unset so each pod's domain is its name", name, v)
+		}
+	}
+	replicas := int32(1)
+	if sts.Spec.Replicas != nil {
+		replicas = *sts.Spec.Replicas
+	}
+	if replicas < 2 {
+		t.Errorf("StatefulSet %s replicas %d, want at least 2: an edge that rides out a pod's loss", sts.Name, replicas)
 	}
 	hubDomain := p.setting("GCNATS_HUB_DOMAIN", "hub")
-	if !domainRE.MatchString(hubDomain) || hubDomain == domain {
-		t.Errorf("GCNATS_HUB_DOMAIN=%q: want a valid domain other than the edge's %q", hubDomain, domain)
+	domains := map[string]bool{}
+	for i := range replicas + 1 { // one more: scaling up is safe too
+		domain := domainFrom(fmt.Sprintf("%s-%d", sts.Name, i))
+		if !domainRE.MatchString(domain) || domain == hubDomain || domains[domain] {
+			t.Errorf("pod %s-%d: domain %q is invalid, the hub's, or another pod's", sts.Name, i, domain)
+		}
+		domains[domain] = true
+	}
+	if !domainRE.MatchString(hubDomain) {
+		t.Errorf("GCNATS_HUB_DOMAIN=%q: want a valid domain", hubDomain)
+	}
+	if svc := m.services[sts.Spec.ServiceName]; svc == nil || svc.Spec.ClusterIP != corev1.ClusterIPNone || !selects(svc.Spec.Selector, sts.Spec.Template.Labels) {
+		t.Errorf("StatefulSet %s serviceName %q: want a headless Service selecting its pods", sts.Name, sts.Spec.ServiceName)
+	}
+	if sel := sts.Spec.Selector; sel == nil || !selects(sel.MatchLabels, sts.Spec.Template.Labels) {
+		t.Errorf("StatefulSet %s: its selector does not select its pods", sts.Name)
 	}
 	if hs := p.env["GCNATS_HUB_STREAM"]; hs == "" || strings.ContainsAny(hs, " .*>/\\") {
 		t.Errorf("GCNATS_HUB_STREAM=%q: want the hub stream's name", hs)
@@ -699,6 +766,14 @@ func TestEdge(t *testing.T) {
 	maxAge, err := time.ParseDuration(p.setting("GCNATS_STREAM_MAX_AGE", "168h"))
 	if err != nil || maxAge < 24*time.Hour {
 		t.Errorf("GCNATS_STREAM_MAX_AGE=%q: want at least 24h, longer than the longest leaf link outage", p.env["GCNATS_STREAM_MAX_AGE"])
+	}
+	// And the hub stream's duplicate window must cover the buffer: after
+	// one pod's outage, its copies reach the hub that much later than the
+	// other pod's.
+	if w, ok := p.env["GCNATS_HUB_DEDUP_WINDOW"]; ok {
+		if d, err := time.ParseDuration(w); err != nil || d < maxAge {
+			t.Errorf("GCNATS_HUB_DEDUP_WINDOW=%q: shorter than GCNATS_STREAM_MAX_AGE %s; leave it unset to follow it", w, maxAge)
+		}
 	}
 }
 
@@ -861,4 +936,17 @@ func parseBytes(t *testing.T, s string) int64 {
 		t.Fatalf("GCNATS_BUFFER_BYTES=%q: %v", s, err)
 	}
 	return n * mult
+}
+
+// domainFrom is gcnats' default JetStream domain for a pod named hostname
+// (domainFrom in ../settings.go): lower case, with every character a
+// domain may not hold made '_'.
+func domainFrom(hostname string) string {
+	d := []rune(strings.ToLower(hostname))
+	for i, r := range d {
+		if !domainRE.MatchString(string(r)) {
+			d[i] = '_'
+		}
+	}
+	return string(d)
 }

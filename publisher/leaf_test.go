@@ -206,3 +206,36 @@ func TestEnsureHubStreamAddsSources(t *testing.T) {
 		t.Errorf("subjects %v, max age %s; want none and the operator's 48h", got.Subjects, got.MaxAge)
 	}
 }
+
+// TestEnsureHubStreamRaisesItsWindow has edges that need different
+// duplicate windows set up one hub stream, made by an older gcnats with
+// the default 2 minutes: the window rises to the longest any edge asks
+// for, never falls, and stops at the stream's max age.
+func TestEnsureHubStreamRaisesItsWindow(t *testing.T) {
+	hub := startServer(t, t.TempDir(), "127.0.0.1:-1")
+	js, err := jetstream.New(connectTest(t, hub.ClientURL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := connectCtx(t)
+	cfg := HubStreamConfig{Name: "GENESYS_ALL", EdgeDomain: "site-a", Sources: []string{"GENESYS"}, MaxAge: 24 * time.Hour, Duplicates: 2 * time.Minute}
+	for _, step := range []struct {
+		domain string
+		ask    time.Duration
+		want   time.Duration
+	}{
+		{"site-a", 2 * time.Minute, 2 * time.Minute},
+		{"site-a", 12 * time.Hour, 12 * time.Hour},
+		{"site-b", time.Hour, 12 * time.Hour},
+		{"site-b", 48 * time.Hour, 24 * time.Hour},
+	} {
+		cfg.EdgeDomain, cfg.Duplicates = step.domain, step.ask
+		s, err := EnsureHubStream(ctx, js, cfg)
+		if err != nil {
+			t.Fatalf("edge %s asking %s: %v", step.domain, step.ask, err)
+		}
+		if got := s.CachedInfo().Config.Duplicates; got != step.want {
+			t.Errorf("edge %s asking %s: window %s, want %s", step.domain, step.ask, got, step.want)
+		}
+	}
+}

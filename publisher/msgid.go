@@ -35,9 +35,11 @@ var hasherPool = sync.Pool{New: func() any { return &hasher{h: sha256.New()} }}
 // several channels carries the same one. So every channel, replica, retry
 // and process that sees one event computes one id, and distinct events with
 // equal bodies get distinct ids. The body stays in the hash so that a
-// correlation id reused for a different event cannot suppress it. A frame
-// without a correlation id (none is known) falls back to topic and body
-// alone: repeats of such a body within the duplicate window are merged.
+// correlation id reused for a different event cannot suppress it. An id
+// that is not a JSON string counts by its raw text (the connector's Peek).
+// A frame without a correlation id (absent or null) falls back to topic
+// and body alone: repeats of such a body within the duplicate window are
+// merged.
 //
 // The length prefixes keep the parts apart. It does not allocate when dst
 // has room.

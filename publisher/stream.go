@@ -166,9 +166,18 @@ type HubStreamConfig struct {
 	EdgeDomain string
 	// Sources are the edge's stream names.
 	Sources []string
-	// MaxAge and Duplicates apply when the stream is created; an existing
-	// stream keeps its own.
-	MaxAge, Duplicates time.Duration
+	// MaxAge applies when the stream is created; an existing stream keeps
+	// its own.
+	MaxAge time.Duration
+	// Duplicates is the window within which the hub stores each event
+	// once however many edges source it: two edges' copies of an event
+	// reach the hub as far apart as one edge's link outage plus the
+	// hub's retry of its source. It applies when the stream is created
+	// and raises a shorter window on an existing stream, never lowers
+	// one (so the edge that needs the longest wins, and edges with
+	// different settings do not undo each other), up to the stream's max
+	// age, the most JetStream allows.
+	Duplicates time.Duration
 }
 
 // EdgeAPIPrefix is the API prefix through which a hub reaches the streams
@@ -176,8 +185,9 @@ type HubStreamConfig struct {
 func EdgeAPIPrefix(domain string) string { return "$JS." + domain + ".API" }
 
 // EnsureHubStream creates the hub stream, or adds to an existing one the
-// sources it lacks; it never removes a source, so several edges can feed
-// one hub stream. js must talk to the hub's domain.
+// sources it lacks and raises its duplicate window to cfg.Duplicates; it
+// never removes a source, so several edges can feed one hub stream. js
+// must talk to the hub's domain.
 func EnsureHubStream(ctx context.Context, js jetstream.JetStream, cfg HubStreamConfig) (jetstream.Stream, error) {
 	if cfg.Name == "" || cfg.EdgeDomain == "" || len(cfg.Sources) == 0 {
 		return nil, errors.New("ensure hub stream: name, edge domain and sources are required")
@@ -205,21 +215,35 @@ func EnsureHubStream(ctx context.Context, js jetstream.JetStream, cfg HubStreamC
 		return nil, fmt.Errorf("look up hub stream %s: %w", cfg.Name, err)
 	}
 	want := s.CachedInfo().Config
-	added := false
+	changed := false
 	for _, src := range sources {
 		if !slices.ContainsFunc(want.Sources, func(have *jetstream.StreamSource) bool {
 			return have.Name == src.Name && have.External != nil && have.External.APIPrefix == prefix
 		}) {
 			want.Sources = append(want.Sources, src)
-			added = true
+			changed = true
 		}
 	}
-	if !added {
+	if w := hubWindow(cfg.Duplicates, want.MaxAge); w > want.Duplicates {
+		want.Duplicates = w
+		changed = true
+	}
+	if !changed {
 		return s, nil
 	}
 	s, err = js.UpdateStream(ctx, want)
 	if err != nil {
-		return nil, fmt.Errorf("add sources to hub stream %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("update hub stream %s: %w", cfg.Name, err)
 	}
 	return s, nil
+}
+
+// hubWindow is the duplicate window an existing hub stream with maxAge is
+// raised to: want, or the max age when that is shorter (JetStream refuses
+// a window longer than the max age).
+func hubWindow(want, maxAge time.Duration) time.Duration {
+	if maxAge > 0 && want > maxAge {
+		return maxAge
+	}
+	return want
 }
