@@ -268,7 +268,7 @@ func demoHelp(w io.Writer, sc *sidecar) {
 	if natsURL != "nats://127.0.0.1:4222" {
 		tail = "NATS_URL=" + natsURL + " " + tail
 	}
-	fmt.Fprintf(w, "Read:       %s '%s.v2.users.*.presence' --last 5     (built in; -h for more)\n", tail, sc.settings.SubjectPrefix)
+	fmt.Fprintf(w, "Read:       %s '%s.v2.users.*.presence' --last 5   # built in; -h for more\n", tail, sc.settings.SubjectPrefix)
 	fmt.Fprintf(w, "Subscribe:  nats --server %s sub '%s.>'\n", natsURL, sc.settings.SubjectPrefix)
 	fmt.Fprintf(w, "Replay:     nats --server %s stream view %s\n", natsURL, sc.settings.Stream)
 	if sc.httpAddr != nil {

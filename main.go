@@ -37,7 +37,7 @@ func init() {
 	commands = []command{
 		{"run", "the sidecar, configured from the environment (the default)",
 			"Usage: gcnats [run]\n\nRuns the sidecar: Genesys Cloud notifications into JetStream. Every setting is an\nenvironment variable; see docs/settings.md.\n",
-			cmdRun},
+			cmdRunArgs},
 		{"demo", "JetStream, a simulated Genesys org and the sidecar, all embedded; needs no settings",
 			"Usage: gcnats demo [flags]\n\nRuns JetStream, a simulated Genesys Cloud org and the sidecar in one process and\nshows the events arriving in the stream. Ctrl-C stops it.\n",
 			cmdDemo},
