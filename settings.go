@@ -170,16 +170,16 @@ func loadSettings(environ map[string]string) (Settings, error) {
 	if len(problems) > 0 {
 		msg := strings.Join(problems, "; ")
 		if noGenesysSettings(environ) {
-			msg += "\n" + noSettingsHint
+			msg += "; " + noSettingsHint
 		}
 		return s, errors.New(msg)
 	}
 	return s, nil
 }
 
-// noSettingsHint follows the missing settings when none of Genesys' is
-// set: most likely someone trying gcnats for the first time.
-const noSettingsHint = "gcnats: no Genesys setting is set. To try gcnats without a Genesys org: `gcnats demo` runs JetStream, a simulated org and the sidecar in one process, and `gcnats sim` runs the simulated org alone and prints the settings that point gcnats at it; neither needs any setting. See README.md."
+// noSettingsHint ends the line of missing settings when none of Genesys'
+// is set: most likely someone trying gcnats for the first time.
+const noSettingsHint = "no Genesys setting is set: to try gcnats without a Genesys org, `gcnats demo` runs JetStream, a simulated org and the sidecar in one process, and `gcnats sim` runs the simulated org alone and prints the settings that point gcnats at it; neither needs a setting (see README.md)"
 
 // noGenesysSettings reports whether none of the settings that name a
 // Genesys org and its OAuth client is set.
