@@ -27,7 +27,7 @@ chaos: ## a seeded, randomized fault schedule against every guarantee; GCNATS_CH
 # other flags) and Ctrl-C reaches gcnats itself, which ends with exit 0.
 demo: ## JetStream, a simulated Genesys org and the sidecar, all embedded; DEMO_FLAGS passes flags (gcnats demo -h)
 	@echo "make demo: building ./gcnats first, as make build does. The first build compiles the"
-	@echo "Genesys SDK and takes a few minutes (about 4 on 2 vCPUs); later builds take seconds."
+	@echo "Genesys SDK and takes a few minutes, more on a busy machine; later builds take seconds."
 	@$(MAKE) --no-print-directory build
 	./gcnats demo $(DEMO_FLAGS)
 

@@ -179,7 +179,7 @@ func showDemo(ctx context.Context, sc *sidecar, w io.Writer, tty bool) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -188,7 +188,7 @@ func showDemo(ctx context.Context, sc *sidecar, w io.Writer, tty bool) {
 			if tty {
 				renderScreen(w, sc, rows, total, rate, terminalWidth(w))
 			} else {
-				renderLines(w, rows, total, rate)
+				renderLines(w, rows, total, rate, tick)
 			}
 		}
 	}
@@ -217,14 +217,14 @@ func renderScreen(w io.Writer, sc *sidecar, rows []demoRow, total int, rate floa
 
 // renderLines is the demo's output when it is not a terminal (a log, a
 // pipe): a line of counts and a sample event every few seconds.
-func renderLines(w io.Writer, rows []demoRow, total int, rate float64) {
+func renderLines(w io.Writer, rows []demoRow, total int, rate float64, tick int) {
 	fmt.Fprintf(w, "%s  %d events stored, %.1f/s, over %s\n", time.Now().Format(time.TimeOnly),
 		total, rate, plural(len(rows), "subject pattern", "subject patterns"))
 	if len(rows) == 0 {
 		return
 	}
-	// A different pattern's sample each time, so a log shows every kind.
-	r := rows[time.Now().Second()%len(rows)]
+	// Another pattern's sample each time, so a log shows every kind.
+	r := rows[tick%len(rows)]
 	fmt.Fprintf(w, "  latest on %s: %s\n", r.pattern, cut(r.latest, 160))
 }
 
