@@ -139,12 +139,15 @@ func (t *topicTemplates) check(entry string) error {
 // the form of the configured topic (its ids or '*' in the placeholders);
 // empty when nothing is close enough to be a likely misspelling.
 func (t *topicTemplates) nearest(tokens []string) string {
-	best, bestDist := "", -1
+	best, bestDist, bestLiteral := "", -1, 0
 	for _, tmpl := range t.all {
 		candidate := make([]string, len(tmpl))
+		literal := len(tmpl) - 1 // the dots
 		for i, tok := range tmpl {
 			candidate[i] = tok
-			if isPlaceholder(tok) && i < len(tokens) {
+			if !isPlaceholder(tok) {
+				literal += len(tok)
+			} else if i < len(tokens) {
 				candidate[i] = tokens[i] // the user's id or '*'
 			}
 		}
@@ -153,11 +156,13 @@ func (t *topicTemplates) nearest(tokens []string) string {
 		c := strings.Join(candidate, ".")
 		d := editDistance(strings.Join(tokens, "."), c)
 		if bestDist < 0 || d < bestDist {
-			best, bestDist = c, d
+			best, bestDist, bestLiteral = c, d, literal
 		}
 	}
-	// More than a third of the topic changed is not a typo.
-	if bestDist < 0 || bestDist*3 > len(best) {
+	// More than a third of the template's own text changed is not a typo:
+	// the ids filled in from the topic would make any template with many
+	// placeholders look near.
+	if bestDist < 0 || bestDist*3 > bestLiteral {
 		return ""
 	}
 	return best
