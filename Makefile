@@ -22,8 +22,14 @@ chaos: ## a seeded, randomized fault schedule against every guarantee; GCNATS_CH
 	GCNATS_CHAOS_SEED=$(CHAOS_SEED) GCNATS_CHAOS_DURATION=$${GCNATS_CHAOS_DURATION:-5m} \
 	  $(GO) test -race -count=1 -timeout 0 -run '^TestChaos$$' -v .
 
-demo: ## JetStream, a simulated Genesys org and the sidecar, all embedded
-	$(GO) run . demo
+# The demo runs the binary make build makes, with the same flags, so the
+# two share one build (go run would compile the Genesys SDK again, with
+# other flags) and Ctrl-C reaches gcnats itself, which ends with exit 0.
+demo: ## JetStream, a simulated Genesys org and the sidecar, all embedded; DEMO_FLAGS passes flags (gcnats demo -h)
+	@echo "make demo: building ./gcnats first, as make build does. The first build compiles the"
+	@echo "Genesys SDK and takes a few minutes, more on a busy machine; later builds take seconds."
+	@$(MAKE) --no-print-directory build
+	./gcnats demo $(DEMO_FLAGS)
 
 bench: ## the hot path's benchmarks, then the whole product's (bench_e2e_test.go), each beside its baseline; about 10 minutes
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./connector/ ./subjects/ ./publisher/

@@ -176,7 +176,7 @@ func TestBinaryAgainstSimProcess(t *testing.T) {
 		t.Fatalf("gcnats topics: %v\n%s", err, out)
 	}
 	// 2 queues × 3 queue topics + 2 users × 2 user topics.
-	if !strings.Contains(string(out), "# 10 topics on 1 channels") || strings.Count(string(out), "\nv2.") != 10 {
+	if !strings.Contains(string(out), "# 10 topics on 1 channel (") || strings.Count(string(out), "\nv2.") != 10 {
 		t.Fatalf("gcnats topics printed:\n%s", out)
 	}
 

@@ -38,7 +38,10 @@ var demoTopics = []string{
 	"v2.users.*.routingStatus",
 }
 
-func cmdSim(ctx context.Context, stdout, stderr io.Writer) error {
+func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if err := noArgs("sim", args, stdout); err != nil {
+		return err
+	}
 	var ss simSettings
 	if err := env.Parse(&ss); err != nil {
 		return errors.New(strings.Join(settingsProblems(err), "; "))

@@ -10,7 +10,10 @@ import (
 
 // cmdTopics resolves the configured topics against the org and prints the
 // channel plan, without opening a socket or touching NATS.
-func cmdTopics(ctx context.Context, stdout, stderr io.Writer) error {
+func cmdTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if err := noArgs("topics", args, stdout); err != nil {
+		return err
+	}
 	s, err := loadSettings(nil)
 	if err != nil {
 		return err
@@ -35,9 +38,9 @@ func cmdTopics(ctx context.Context, stdout, stderr io.Writer) error {
 	for _, g := range groups {
 		total += len(g)
 	}
-	fmt.Fprintf(stdout, "# %d topics on %d channels (budget %d, GCNATS_MAX_CHANNELS)\n", total, len(groups), s.MaxChannels)
+	fmt.Fprintf(stdout, "# %s on %s (budget %d, GCNATS_MAX_CHANNELS)\n", plural(total, "topic", "topics"), plural(len(groups), "channel", "channels"), s.MaxChannels)
 	for i, g := range groups {
-		fmt.Fprintf(stdout, "# channel %d: %d topics\n", i, len(g))
+		fmt.Fprintf(stdout, "# channel %d: %s\n", i, plural(len(g), "topic", "topics"))
 		for _, t := range g {
 			fmt.Fprintln(stdout, t)
 		}

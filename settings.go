@@ -171,9 +171,33 @@ func loadSettings(environ map[string]string) (Settings, error) {
 		}
 	}
 	if len(problems) > 0 {
-		return s, errors.New(strings.Join(problems, "; "))
+		msg := strings.Join(problems, "; ")
+		if noGenesysSettings(environ) {
+			msg += "; " + noSettingsHint
+		}
+		return s, errors.New(msg)
 	}
 	return s, nil
+}
+
+// noSettingsHint ends the line of missing settings when none of Genesys'
+// is set: most likely someone trying gcnats for the first time.
+const noSettingsHint = "no Genesys setting is set: to try gcnats without a Genesys org, `gcnats demo` runs JetStream, a simulated org and the sidecar in one process, and `gcnats sim` runs the simulated org alone and prints the settings that point gcnats at it; neither needs a setting (see README.md)"
+
+// noGenesysSettings reports whether none of the settings that name a
+// Genesys org and its OAuth client is set.
+func noGenesysSettings(environ map[string]string) bool {
+	lookup := os.LookupEnv
+	if environ != nil {
+		lookup = func(k string) (string, bool) { v, ok := environ[k]; return v, ok }
+	}
+	for _, name := range []string{"GENESYSCLOUD_REGION", "GENESYSCLOUD_API_URL", "GENESYSCLOUD_OAUTHCLIENT_ID", "GENESYSCLOUD_OAUTHCLIENT_ID_FILE",
+		"GENESYSCLOUD_OAUTHCLIENT_SECRET", "GENESYSCLOUD_OAUTHCLIENT_SECRET_FILE", "GCNATS_TOPICS"} {
+		if v, ok := lookup(name); ok && v != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // settingsProblems rewrites the env library's errors to name the variable.

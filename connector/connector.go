@@ -157,12 +157,17 @@ func Permanent(err error) bool {
 		}
 	}
 	var planErr *PlanError
-	return errors.As(err, &planErr)
+	var topicErr *UnknownTopicError
+	return errors.As(err, &planErr) || errors.As(err, &topicErr)
 }
 
-// Plan resolves the configured topics (expanding '*') and spreads them
-// over channels, without opening any.
+// Plan checks the configured topics against those Genesys offers,
+// resolves them (expanding '*') and spreads them over channels, without
+// opening any.
 func (c *Connector) Plan(ctx context.Context) ([][]string, error) {
+	if err := c.checkTopics(ctx); err != nil {
+		return nil, err
+	}
 	topics, err := c.resolveTopics(ctx)
 	if err != nil {
 		return nil, err

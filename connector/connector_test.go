@@ -221,12 +221,26 @@ func TestBadCredentialsStop(t *testing.T) {
 	}
 }
 
+// TestBadTopicStops: a topic Genesys does not offer stops the connector
+// before any channel; when the list of topics cannot be had, Genesys'
+// 400 at the subscription still does.
 func TestBadTopicStops(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 2})
 	c, done := runConnector(t, sim, []string{"v2.users.*.presence", "v2.no.such.topic"})
 	err := waitReadyOrFail(t, c, done)
+	var ute *UnknownTopicError
+	if !errors.As(err, &ute) || ute.Topic != "v2.no.such.topic" || ute.Nearest != "" {
+		t.Fatalf("got %v, want the unknown topic, with nothing near it", err)
+	}
+	if !strings.Contains(err.Error(), "GCNATS_TOPICS") {
+		t.Errorf("error %q does not point at the setting", err)
+	}
+
+	sim.AddFault(simulator.Fault{Method: http.MethodGet, Path: simulator.RouteTopics, Status: http.StatusNotFound, Times: -1})
+	c, done = runConnector(t, sim, []string{"v2.users.*.presence", "v2.no.such.topic"})
+	err = waitReadyOrFail(t, c, done)
 	if err == nil || !IsStatus(err, http.StatusBadRequest) {
-		t.Fatalf("got %v, want a 400", err)
+		t.Fatalf("without the list: got %v, want a 400", err)
 	}
 	if !strings.Contains(err.Error(), "GCNATS_TOPICS") {
 		t.Errorf("error %q does not point at the setting", err)

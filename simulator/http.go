@@ -16,6 +16,7 @@ const (
 	RouteChannels      = "/api/v2/notifications/channels"
 	RouteChannel       = "/api/v2/notifications/channels/{id}"
 	RouteSubscriptions = "/api/v2/notifications/channels/{id}/subscriptions"
+	RouteTopics        = "/api/v2/notifications/availabletopics"
 	RouteQueues        = "/api/v2/routing/queues"
 	RouteUsers         = "/api/v2/users"
 	RouteSocket        = "/channels/{id}"
@@ -65,7 +66,7 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // route names a request's endpoint and extracts the channel id, if any.
 func route(path string) (name, id string) {
 	switch path {
-	case RouteToken, RouteChannels, RouteQueues, RouteUsers:
+	case RouteToken, RouteChannels, RouteQueues, RouteUsers, RouteTopics:
 		return path, ""
 	}
 	if rest, ok := strings.CutPrefix(path, RouteChannels+"/"); ok {
@@ -165,6 +166,12 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		s.handleHeadChannel(w, id)
 	case RouteSubscriptions:
 		s.handleSubscriptions(w, r, id)
+	case RouteTopics:
+		if r.Method != http.MethodGet {
+			writeAPIError(w, http.StatusMethodNotAllowed, "", "", nil)
+			return
+		}
+		handleAvailableTopics(w, r)
 	case RouteQueues:
 		if r.Method != http.MethodGet {
 			writeAPIError(w, http.StatusMethodNotAllowed, "", "", nil)

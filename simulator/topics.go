@@ -4,8 +4,12 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"reflect"
+	"slices"
 	"strings"
+
+	"github.com/mypurecloud/platform-client-sdk-go/v162/platformclientv2"
 )
 
 //go:generate go run gen_models.go
@@ -177,3 +181,37 @@ func TopicPatterns() []string {
 // ValidTopic reports whether Genesys would accept topic in a subscription:
 // it matches a notificationMappings.json pattern with an id in each {id}.
 func ValidTopic(topic string) bool { return validTopic(topic) }
+
+// handleAvailableTopics answers GET /api/v2/notifications/availabletopics
+// with the SDK's topics, in the SDK's own listing type. Genesys returns
+// each topic's id (a template such as v2.users.{id}.presence) and, when
+// expand names it, topicParameters; descriptions, schemas and permissions
+// are not in the SDK's mappings, so they are left out even when asked for.
+func handleAvailableTopics(w http.ResponseWriter, r *http.Request) {
+	var expand []string
+	for _, v := range r.URL.Query()["expand"] {
+		expand = append(expand, strings.Split(v, ",")...)
+	}
+	withParams := slices.Contains(expand, "topicParameters")
+	entities := make([]platformclientv2.Availabletopic, len(topics.patterns))
+	for i, p := range topics.patterns {
+		entities[i].Id = &p.Pattern
+		if withParams {
+			params := topicParameters(p.Pattern)
+			entities[i].TopicParameters = &params
+		}
+	}
+	writeJSON(w, http.StatusOK, platformclientv2.Availabletopicentitylisting{Entities: &entities})
+}
+
+// topicParameters names a template's placeholders: v2.users.{id}.presence
+// has one, id.
+func topicParameters(pattern string) []string {
+	var out []string
+	for seg := range strings.SplitSeq(pattern, ".") {
+		if name, ok := strings.CutPrefix(seg, "{"); ok {
+			out = append(out, strings.TrimSuffix(name, "}"))
+		}
+	}
+	return out
+}
