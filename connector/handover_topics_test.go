@@ -98,3 +98,67 @@ func topicAddedDuringRotation(t *testing.T, serverError bool) {
 		t.Fatal(err)
 	}
 }
+
+// TestTopicRefusedByReplacementStaysOnOldChannel: Genesys refuses the
+// replacement a topic the old channel holds (as after a permission
+// flaps: a channel keeps what it holds). The old channel keeps reading it
+// until the replacement takes it, rather than losing it until the next
+// topic refresh.
+func TestTopicRefusedByReplacementStaysOnOldChannel(t *testing.T) {
+	t.Parallel()
+	// The rotation starts 4 s before the first channel's end.
+	sim := simulator.Start(t, simulator.Options{Queues: 2, Users: 1, ChannelLifetime: 40 * time.Second})
+	rec := newRecorder()
+	topics := fixedTopics(sim, 2)
+	refused := topics[1]
+	c, done := runWith(t, sim, topics, rec, func(o *Options) { o.HandoverGrace = 300 * time.Millisecond })
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	first := sim.Channels()[0].ID
+	sim.RejectTopics(http.StatusForbidden, "", refused)
+	stop := make(chan struct{})
+	emitted := emitUntil(sim, topics, 10*time.Millisecond, stop)
+	var next string
+	waitSim(t, sim, 60*time.Second, "the replacement made", func(s simulator.Snapshot) bool {
+		if len(s.Channels) < 2 || len(s.Channels[1].Topics) == 0 {
+			return false
+		}
+		next = s.Channels[1].ID
+		return true
+	})
+	if ch, _ := sim.Snapshot().Channel(next); slices.Contains(ch.Topics, refused) {
+		t.Fatal("the replacement took the refused topic")
+	}
+	sim.AcceptTopics()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err := sim.Wait(ctx, func(s simulator.Snapshot) bool {
+		old, ok := s.Channel(first)
+		ch, _ := s.Channel(next)
+		return (!ok || !old.Connected) && s.Sockets == 1 && ch.Pending == 0 && slices.Contains(ch.Topics, refused)
+	})
+	cancel()
+	close(stop)
+	evs := <-emitted
+	var on, lost int
+	for _, ev := range evs {
+		if ev.Topic == refused {
+			on++
+			if ev.Delivered == 0 {
+				lost++
+			}
+		}
+	}
+	t.Logf("%d events on the topic the replacement refused, %d reached no socket", on, lost)
+	if err != nil {
+		t.Fatalf("the replacement never took the refused topic (%d of %d events on it reached no socket): %v", lost, on, err)
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d events on the topic the replacement refused reached no socket", lost, on)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rec.waitAll(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+}
