@@ -40,10 +40,11 @@ type machine struct {
 	jobs    jobGroup
 	timers  [timerKinds]timerSlot
 	open    map[*socket]struct{} // every socket adopted and not yet ended or closed
-	// endedEarly holds the end of sockets not yet adopted: a socket's
-	// reader reports to the slot at once, so its end can come before the
-	// answer of the job that dialled it. adopt refuses such a socket.
-	endedEarly map[*socket]socketEvent
+	// early holds the news of sockets not yet adopted: a socket's reader
+	// reports to the slot at once, so its end or a closing warning can
+	// come before the answer of the job that dialled it. adopt refuses a
+	// socket that ended; step hands on the rest once it is adopted.
+	early map[*socket][]socketEvent
 
 	// state and ho change only in enter: ho is the handover's own data,
 	// set exactly while state is handover, so ending a handover drops it.
@@ -90,7 +91,7 @@ type spareState struct {
 
 func newMachine(s *slot, ctx context.Context) *machine {
 	ctx, cancel := context.WithCancel(ctx)
-	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}, endedEarly: map[*socket]socketEvent{}}
+	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}, early: map[*socket][]socketEvent{}}
 }
 
 // run keeps the slot's topics flowing until ctx ends. It returns only a
@@ -122,6 +123,13 @@ func (s *slot) run(ctx context.Context) error {
 
 // step is the one place an event changes the machine.
 func (m *machine) step(ev any) error {
+	if err := m.handle(ev); err != nil {
+		return err
+	}
+	return m.replayEarly()
+}
+
+func (m *machine) handle(ev any) error {
 	switch ev := ev.(type) {
 	case socketEvent:
 		return m.onSocket(ev)
@@ -326,7 +334,8 @@ var errEndedUnanswered = errors.New("socket ended before its dial was answered")
 // such a socket is refused here, and each caller takes that for a failed
 // dial. Holding it would keep the slot live on a socket nobody reads.
 func (m *machine) adopt(sock *socket) error {
-	if ev, ended := m.endedEarly[sock]; ended {
+	if news := m.early[sock]; len(news) > 0 && news[len(news)-1].ended {
+		ev := news[len(news)-1]
 		m.closeSock(sock)
 		if ev.err != nil {
 			return fmt.Errorf("%w (%s): %w", errEndedUnanswered, ev.reason, ev.err)
@@ -334,6 +343,24 @@ func (m *machine) adopt(sock *socket) error {
 		return fmt.Errorf("%w (%s)", errEndedUnanswered, ev.reason)
 	}
 	m.open[sock] = struct{}{}
+	return nil
+}
+
+// replayEarly hands on what the reader of a socket just adopted reported
+// before: a closing warning read before its dial's answer must still
+// start a swap.
+func (m *machine) replayEarly() error {
+	for sock, news := range m.early {
+		if _, adopted := m.open[sock]; !adopted {
+			continue
+		}
+		delete(m.early, sock)
+		for _, ev := range news {
+			if err := m.onSocket(ev); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
@@ -381,12 +408,13 @@ func (m *machine) lost(why string) bool {
 // onSocket handles a reader's news: of the current socket, of a
 // replacement, or of one already replaced (history).
 func (m *machine) onSocket(ev socketEvent) error {
-	if ev.ended {
-		if _, known := m.open[ev.sock]; !known && !ev.sock.released {
-			// Not adopted yet (a socket the slot closed is history).
-			m.endedEarly[ev.sock] = ev
-			return nil
+	if _, known := m.open[ev.sock]; !known {
+		if !ev.sock.released { // else history: the slot closed it
+			m.early[ev.sock] = append(m.early[ev.sock], ev) // not adopted yet
 		}
+		return nil
+	}
+	if ev.ended {
 		delete(m.open, ev.sock)
 	}
 	switch {
@@ -561,9 +589,9 @@ func (m *machine) emptyChannel(id string) {
 func (m *machine) closeSock(sock *socket) {
 	sock.released = true
 	delete(m.open, sock)
-	// Only a socket never adopted can have an early end on record;
+	// Only a socket never adopted can have early news on record;
 	// forgetting it here keeps every trace of a closed socket in one place.
-	delete(m.endedEarly, sock)
+	delete(m.early, sock)
 	m.startJob(func(context.Context) any {
 		sock.close()
 		return nil

@@ -142,3 +142,34 @@ func TestSwapSocketDroppedAtItsPongIsReplaced(t *testing.T) {
 		}
 	}
 }
+
+// TestClosingWarningBeforeTheDialAnswerStartsASwap: Genesys warns a socket
+// it closes soon right after it connected, and the reader reports the
+// warning before the machine hears the dial's answer. The warning must
+// still start a swap once the socket is the slot's, not be dropped, which
+// would leave the slot to lose the socket a minute later.
+func TestClosingWarningBeforeTheDialAnswerStartsASwap(t *testing.T) {
+	sim, s, m := newTestMachine(t, slog.New(slog.DiscardHandler))
+	var held []any
+	m.connect()
+	connected := nextEvent(t, s, m, &held, func(ev any) bool { _, ok := ev.(evConnected); return ok }).(evConnected)
+	if connected.res.err != nil {
+		t.Fatal(connected.res.err)
+	}
+	if err := sim.SendClosingWarning(connected.res.ch.ID, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// The warning first, then the dial's answer.
+	warning := nextEvent(t, s, m, &held, func(ev any) bool {
+		se, ok := ev.(socketEvent)
+		return ok && se.sock == connected.res.sock && se.reason == ReasonClosing
+	})
+	for _, ev := range append(append(held, warning), connected) {
+		if err := m.step(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m.state != handover || m.ho.rot != nil {
+		t.Fatalf("the slot is %s after a closing warning on its socket, want a swap under way", m.state)
+	}
+}
