@@ -3,18 +3,20 @@ package connector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
 )
 
 // slotState is where a slot's machine is. Transitions happen only in step
-// and the handlers it calls, one event at a time, on the slot's goroutine.
+// and the handlers it calls, one event at a time, on the slot's goroutine,
+// and every one of them goes through enter.
 //
 //	connecting --socket up--> live --rotate timer / closing warning--> handover
 //	connecting --failed--> backingOff --retry timer--> connecting
 //	live --socket lost or channel gone--> connecting
-//	handover --replacement receiving, or grace--> live
+//	handover --replacement receiving and holding the old one's topics, or grace--> live
 //	handover --old channel gone, no replacement yet--> connecting / backingOff
 type slotState int
 
@@ -29,14 +31,6 @@ func (st slotState) String() string {
 	return [...]string{"connecting", "backing_off", "live", "handover"}[st]
 }
 
-// handoverKind is what a handover replaces.
-type handoverKind int
-
-const (
-	rotation    handoverKind = iota + 1 // the channel: near its end or its token's
-	closingSwap                         // the socket: Genesys warned it closes soon
-)
-
 // machine is a slot's state. Only the slot's goroutine touches it; jobs
 // get copies of what they need and answer with events.
 type machine struct {
@@ -45,45 +39,59 @@ type machine struct {
 	stopCtx context.CancelFunc
 	jobs    jobGroup
 	timers  [timerKinds]timerSlot
-	open    map[*socket]struct{} // every socket not yet ended or closed
-	// endedEarly holds the end of sockets not yet adopted: a socket's
-	// reader reports to the slot at once, so its end can come before the
-	// answer of the job that dialled it. Adopting the socket replays it.
-	endedEarly map[*socket]socketEvent
+	open    map[*socket]struct{} // every socket adopted and not yet ended or closed
+	// early holds the news of sockets not yet adopted: a socket's reader
+	// reports to the slot at once, so its end or a closing warning can
+	// come before the answer of the job that dialled it. adopt refuses a
+	// socket that ended; step hands on the rest once it is adopted.
+	early map[*socket][]socketEvent
 
+	// state and ho change only in enter: ho is the handover's own data,
+	// set exactly while state is handover, so ending a handover drops it.
 	state slotState
+	ho    *handoverData
 
-	// The slot's channel and its socket.
-	ch             *channelInfo
-	created        time.Time
-	sock           *socket
-	chTopics       []string // what ch was last subscribed with
-	rejected       []rejectedTopic
+	// The slot's channel (nil: none yet, or gone) and the socket reading
+	// it (nil: none). They outlive states: a redial keeps the channel, a
+	// handover keeps both until its replacement takes over.
+	cur  *heldChannel
+	sock *socket
+
 	subscribedOnce bool // later subscriptions are lenient: a refusal is not fatal
-	attempt        int  // failed connects since the last success
-	lostSince      time.Time
-	lostWhy        string
+	down           outage
 	connectJob     runningConnect // the connect job out, if busy
-	resubBusy      bool
+	resubFor       string         // the channel a resubscription job is out for; "" when none
+	spare          spareState
+}
 
-	// The handover in progress.
-	kind         handoverKind
-	next         *channelInfo // rotation: the replacement, made and subscribed; kept across failed attempts
-	nextCreated  time.Time
-	nextTopics   []string
-	nextRejected []rejectedTopic
-	cand         *socket // the replacement socket: answered a ping, not yet shown receiving
-	rotateBusy   bool
-	rotAttempt   int
-	spare        bool // holds the connector's spare channel
-	spareWanted  bool
-	letGoBusy    bool              // the replaced channel is being emptied; the spare is still ours
-	audit        *correlationAudit // rotation: what the old and the new socket both read
+// heldChannel is a channel the slot holds and what it is subscribed with.
+type heldChannel struct {
+	info     channelInfo
+	created  time.Time
+	topics   []string // what it was last subscribed with
+	rejected []rejectedTopic
+}
+
+// outage is how long the slot has been without a receiving socket, and
+// how many connects failed meanwhile; recovered ends it.
+type outage struct {
+	since    time.Time
+	why      string
+	attempts int
+}
+
+// spareState is the slot's hold on the connector's spare channel, which
+// outlives the handover that asked for it while the replaced channel is
+// emptied.
+type spareState struct {
+	held      bool
+	wanted    bool // a job waits for it
+	lettingGo bool // the replaced channel is being emptied; the spare is still ours
 }
 
 func newMachine(s *slot, ctx context.Context) *machine {
 	ctx, cancel := context.WithCancel(ctx)
-	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}, endedEarly: map[*socket]socketEvent{}}
+	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}, early: map[*socket][]socketEvent{}}
 }
 
 // run keeps the slot's topics flowing until ctx ends. It returns only a
@@ -115,13 +123,18 @@ func (s *slot) run(ctx context.Context) error {
 
 // step is the one place an event changes the machine.
 func (m *machine) step(ev any) error {
+	if err := m.handle(ev); err != nil {
+		return err
+	}
+	return m.replayEarly()
+}
+
+func (m *machine) handle(ev any) error {
 	switch ev := ev.(type) {
 	case socketEvent:
 		return m.onSocket(ev)
 	case evReceiving:
-		if ev.sock == m.cand && m.cand != nil {
-			m.promote("receiving")
-		}
+		m.onReceiving(ev.sock)
 	case evConnected:
 		if ev.rotation {
 			return m.onRotated(ev.res)
@@ -134,12 +147,13 @@ func (m *machine) step(ev any) error {
 	case evSpare:
 		m.onSpare()
 	case evLetGo:
-		m.letGoBusy = false
-		if m.state != handover || m.kind != rotation {
+		m.spare.lettingGo = false
+		if m.rotation() == nil {
 			m.releaseSpare()
 		}
 	case evTopics:
 		m.resubscribe(true)
+		m.subscribeReplacement(true)
 	case evTimer:
 		if ev.gen != m.timers[ev.kind].gen {
 			return nil // re-armed or cancelled since
@@ -151,14 +165,27 @@ func (m *machine) step(ev any) error {
 		case tRotate:
 			m.rotate()
 		case tGrace:
-			if m.cand != nil {
-				m.promote("grace")
-			}
+			m.onGrace()
 		case tResub:
 			m.resubscribe(false)
+		case tReplacementSub:
+			m.subscribeReplacement(true)
 		}
 	}
 	return nil
+}
+
+// enter is the one way into a state. Leaving a handover drops its data
+// here, and only here (dropHandover): whatever it still held is let go
+// rather than left behind in a field for the next handover to find.
+func (m *machine) enter(st slotState, ho *handoverData) {
+	if (st == handover) != (ho != nil) {
+		panic(fmt.Sprintf("connector: state %s entered with handover data %v", st, ho != nil))
+	}
+	if m.ho != nil && m.ho != ho {
+		m.dropHandover(m.ho)
+	}
+	m.state, m.ho = st, ho
 }
 
 // StrandedMessage is logged when a slot is found with no socket and
@@ -172,18 +199,19 @@ const StrandedMessage = "channel stranded with no socket and nothing to bring on
 // a slot with none of them would sleep for ever while the process looks
 // healthy. Such a state is a bug; it is logged and left by connecting.
 func (m *machine) unstrand() {
-	if m.sock != nil || m.cand != nil || m.connectJob.busy || m.timers[tRetry].t != nil {
+	if m.sock != nil || m.connectJob.busy || m.timers[tRetry].t != nil {
 		return
 	}
-	if m.state == handover {
-		if m.kind == closingSwap || m.rotateBusy || m.spareWanted || m.timers[tRotate].t != nil {
+	if ho := m.ho; ho != nil {
+		r := ho.rot
+		if ho.cand != nil || r == nil || r.busy || m.spare.wanted || m.timers[tRotate].t != nil {
 			return
 		}
-		m.s.log.Error(StrandedMessage, "state", m.state, "kind", m.kind, "has_channel", m.ch != nil)
+		m.s.log.Error(StrandedMessage, "state", m.state, "kind", ho.kind(), "has_channel", m.cur != nil)
 		m.endRotation()
 		return
 	}
-	m.s.log.Error(StrandedMessage, "state", m.state, "has_channel", m.ch != nil)
+	m.s.log.Error(StrandedMessage, "state", m.state, "has_channel", m.cur != nil)
 	m.connect()
 }
 
@@ -191,9 +219,16 @@ func (m *machine) unstrand() {
 func (m *machine) publish() {
 	s := m.s
 	s.mu.Lock()
-	s.channel, s.next, s.sock = m.ch, m.next, m.sock
-	s.subscribed = m.ch != nil && slices.Equal(m.chTopics, s.topics)
-	s.rejected = len(m.rejected)
+	s.channel, s.next, s.sock = nil, nil, m.sock
+	s.subscribed, s.rejected = false, 0
+	if m.cur != nil {
+		s.channel = &m.cur.info
+		s.subscribed = slices.Equal(m.cur.topics, s.topics)
+		s.rejected = len(m.cur.rejected)
+	}
+	if r := m.rotation(); r != nil && r.next != nil {
+		s.next = &r.next.info
+	}
 	s.mu.Unlock()
 	s.c.notify()
 }
@@ -206,11 +241,11 @@ func (m *machine) publish() {
 // rotation connect only redials the old channel: the replacement is on its
 // way, and a third channel would break the budget.
 func (m *machine) connect() {
-	if m.sock != nil || (m.state == handover && m.ch == nil) {
+	if m.sock != nil || (m.ho != nil && m.cur == nil) {
 		return // a handover whose old channel died ends with the rotation's answer
 	}
-	if m.state != handover {
-		m.state = connecting
+	if m.ho == nil {
+		m.enter(connecting, nil)
 	}
 	if m.connectJob.busy {
 		if !m.connectJob.abandonable || m.connectJob.forID == m.chID() {
@@ -222,10 +257,10 @@ func (m *machine) connect() {
 		m.connectJob.stop()
 	}
 	m.cancel(tRetry)
-	j := connectJob{mayCreate: m.state != handover, lenient: m.subscribedOnce}
+	j := connectJob{mayCreate: m.ho == nil, lenient: m.subscribedOnce}
 	forID := ""
-	if m.ch != nil {
-		ch := *m.ch
+	if m.cur != nil {
+		ch := m.cur.info
 		j.reuse, forID = &ch, ch.ID
 	}
 	ctx, stop := context.WithCancel(m.ctx)
@@ -273,30 +308,60 @@ func (m *machine) onConnected(ev evConnected) error {
 	if res.made {
 		m.setChannel(res.ch, res.topics, res.rejected)
 	}
+	if res.err == nil {
+		res.err = m.adopt(res.sock)
+	}
 	if res.err != nil {
 		return m.connectFailed(res.err)
 	}
-	m.open[res.sock] = struct{}{}
 	m.sock = res.sock
 	m.recovered()
-	if m.state != handover { // else the old channel redialled while its replacement comes up
-		m.state = live
-		m.after(tRotate, time.Until(rotateAt(m.ch, m.created)))
+	if m.ho == nil { // else the old channel redialled while its replacement comes up
+		m.enter(live, nil)
+		m.after(tRotate, time.Until(rotateAt(&m.cur.info, m.cur.created)))
 		m.resubscribe(false)
 	}
-	return m.replayEarlyEnd(res.sock)
+	return nil
 }
 
-// replayEarlyEnd hands on the end of a socket just adopted that ended
-// before its job's answer came; without it the slot would hold a dead
-// socket as live, with nothing to notice.
-func (m *machine) replayEarlyEnd(sock *socket) error {
-	ev, ok := m.endedEarly[sock]
-	if !ok {
-		return nil
+// errEndedUnanswered: a socket ended before the machine heard the answer
+// of the dial that opened it.
+var errEndedUnanswered = errors.New("socket ended before its dial was answered")
+
+// adopt is the one way a dialled socket becomes the slot's: as its socket
+// or as a handover's candidate. A socket's reader reports to the slot at
+// once, so its end can come before the answer of the job that dialled it;
+// such a socket is refused here, and each caller takes that for a failed
+// dial. Holding it would keep the slot live on a socket nobody reads.
+func (m *machine) adopt(sock *socket) error {
+	if news := m.early[sock]; len(news) > 0 && news[len(news)-1].ended {
+		ev := news[len(news)-1]
+		m.closeSock(sock)
+		if ev.err != nil {
+			return fmt.Errorf("%w (%s): %w", errEndedUnanswered, ev.reason, ev.err)
+		}
+		return fmt.Errorf("%w (%s)", errEndedUnanswered, ev.reason)
 	}
-	delete(m.endedEarly, sock)
-	return m.onSocket(ev)
+	m.open[sock] = struct{}{}
+	return nil
+}
+
+// replayEarly hands on what the reader of a socket just adopted reported
+// before: a closing warning read before its dial's answer must still
+// start a swap.
+func (m *machine) replayEarly() error {
+	for sock, news := range m.early {
+		if _, adopted := m.open[sock]; !adopted {
+			continue
+		}
+		delete(m.early, sock)
+		for _, ev := range news {
+			if err := m.onSocket(ev); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (m *machine) connectFailed(err error) error {
@@ -307,39 +372,49 @@ func (m *machine) connectFailed(err error) error {
 	if Permanent(err) {
 		return err
 	}
-	m.attempt++
-	if m.lostSince.IsZero() {
-		m.lostSince, m.lostWhy = time.Now(), ReasonDial
+	m.down.attempts++
+	if m.down.since.IsZero() {
+		m.down.since, m.down.why = time.Now(), ReasonDial
 		m.s.log.Warn("cannot connect, retrying", "err", err)
 	} else {
-		m.s.log.Debug("reconnect failed", "attempt", m.attempt, "err", err)
+		m.s.log.Debug("reconnect failed", "attempt", m.down.attempts, "err", err)
 	}
 	m.s.c.obs.Reconnect(ReasonDial)
-	if m.state != handover {
-		m.state = backingOff
+	if m.ho == nil {
+		m.enter(backingOff, nil)
 	}
-	m.after(tRetry, backoff(m.attempt, 250*time.Millisecond, 30*time.Second))
+	m.after(tRetry, backoff(m.down.attempts, 250*time.Millisecond, 30*time.Second))
 	return nil
 }
 
 func (m *machine) recovered() {
-	if !m.lostSince.IsZero() {
-		m.s.log.Info("socket reconnected", "reason", m.lostWhy, "attempts", m.attempt+1, "down", time.Since(m.lostSince).Round(time.Millisecond))
+	if !m.down.since.IsZero() {
+		m.s.log.Info("socket reconnected", "reason", m.down.why, "attempts", m.down.attempts+1, "down", time.Since(m.down.since).Round(time.Millisecond))
 	} else {
-		m.s.log.Info("socket connected", "ref", channelRef(m.ch.ID), "channel_deadline", m.ch.deadline())
+		m.s.log.Info("socket connected", "ref", channelRef(m.cur.info.ID), "channel_deadline", m.cur.info.deadline())
 	}
-	m.lostSince, m.attempt = time.Time{}, 0
+	m.down = outage{}
+}
+
+// lost starts an outage, unless one runs.
+func (m *machine) lost(why string) bool {
+	if !m.down.since.IsZero() {
+		return false
+	}
+	m.down.since, m.down.why = time.Now(), why
+	return true
 }
 
 // onSocket handles a reader's news: of the current socket, of a
 // replacement, or of one already replaced (history).
 func (m *machine) onSocket(ev socketEvent) error {
-	if ev.ended {
-		if _, known := m.open[ev.sock]; !known && !ev.sock.released {
-			// Not adopted yet (a socket the slot closed is history).
-			m.endedEarly[ev.sock] = ev
-			return nil
+	if _, known := m.open[ev.sock]; !known {
+		if !ev.sock.released { // else history: the slot closed it
+			m.early[ev.sock] = append(m.early[ev.sock], ev) // not adopted yet
 		}
+		return nil
+	}
+	if ev.ended {
 		delete(m.open, ev.sock)
 	}
 	switch {
@@ -356,7 +431,7 @@ func (m *machine) onSocket(ev socketEvent) error {
 		case ev.ended:
 			m.socketLost(ev.reason, ev.err)
 		}
-	case ev.sock == m.cand && m.cand != nil && (ev.ended || ev.reason == ReasonGone):
+	case m.ho != nil && ev.sock == m.ho.cand && (ev.ended || ev.reason == ReasonGone):
 		m.candidateLost(ev.reason == ReasonGone)
 	}
 	return nil
@@ -364,20 +439,20 @@ func (m *machine) onSocket(ev socketEvent) error {
 
 func (m *machine) socketLost(reason string, err error) {
 	m.sock = nil
-	if m.state == handover && m.kind == closingSwap {
+	ho := m.ho
+	if ho != nil && ho.rot == nil {
 		// Expected: a second socket on a channel makes Genesys drop the
 		// first. What it wrote before is read; the replacement takes over.
-		if m.cand != nil {
+		if ho.cand != nil {
 			m.promote("old socket closed")
 		}
 		return
 	}
 	m.s.c.obs.Reconnect(reason)
-	if m.lostSince.IsZero() {
-		m.lostSince, m.lostWhy = time.Now(), reason
+	if m.lost(reason) {
 		m.s.log.Warn("socket lost, reconnecting", "reason", reason, "err", err)
 	}
-	if m.state == handover && m.cand != nil {
+	if ho != nil && ho.cand != nil {
 		m.promote("old socket lost")
 		return
 	}
@@ -390,26 +465,20 @@ func (m *machine) channelGone() {
 	if m.sock != nil {
 		m.closeSock(m.sock)
 	}
-	m.sock, m.ch, m.chTopics, m.rejected = nil, nil, nil, nil
-	if m.lostSince.IsZero() {
-		m.lostSince, m.lostWhy = time.Now(), ReasonGone
-	}
+	m.sock, m.cur = nil, nil
+	m.lost(ReasonGone)
+	ho := m.ho
 	switch {
-	case m.state == handover && m.kind == rotation:
+	case ho != nil && ho.rot != nil:
 		switch {
-		case m.cand != nil:
+		case ho.cand != nil:
 			m.promote("old channel gone")
-		case !m.rotateBusy:
+		case !ho.rot.busy:
 			m.endRotation()
 		}
 		// else the rotation job's answer decides (onRotated)
-	case m.state == handover && m.kind == closingSwap:
-		if m.cand != nil {
-			m.closeSock(m.cand)
-			m.cand = nil
-		}
-		m.kind = 0
-		m.state = connecting
+	case ho != nil: // a closing swap: its candidate was on the same channel
+		m.enter(connecting, nil)
 		m.connect()
 	default:
 		m.connect()
@@ -418,19 +487,18 @@ func (m *machine) channelGone() {
 
 // resubscribe puts the slot's current topics on its channel when they
 // changed, or with retryRefused when Genesys refused some last time. A
-// rotation's replacement is made with the topics of its time, and checked
-// again once it takes over.
+// rotation's replacement follows the same topics (subscribeReplacement).
 func (m *machine) resubscribe(retryRefused bool) {
-	if m.ch == nil || m.resubBusy {
+	if m.cur == nil || m.resubFor != "" {
 		return
 	}
 	topics := m.s.currentTopics()
-	if slices.Equal(topics, m.chTopics) && (!retryRefused || len(m.rejected) == 0) {
+	if slices.Equal(topics, m.cur.topics) && (!retryRefused || len(m.cur.rejected) == 0) {
 		return
 	}
 	m.cancel(tResub)
-	m.resubBusy = true
-	api, id := m.s.c.api, m.ch.ID
+	api, id := m.s.c.api, m.cur.info.ID
+	m.resubFor = id
 	m.startJob(func(ctx context.Context) any {
 		// Lenient: a queue deleted since the listing, or a permission
 		// taken away, costs those topics, not the others or the process.
@@ -440,7 +508,13 @@ func (m *machine) resubscribe(retryRefused bool) {
 }
 
 func (m *machine) onSubscribed(ev evSubscribed) {
-	m.resubBusy = false
+	if r := m.rotation(); r != nil && r.next != nil && ev.chID == r.next.info.ID {
+		m.onReplacementSubscribed(r, ev)
+		return
+	}
+	if ev.chID == m.resubFor {
+		m.resubFor = ""
+	}
 	if ev.chID != m.chID() {
 		m.resubscribe(false) // the channel changed meanwhile
 		return
@@ -457,9 +531,11 @@ func (m *machine) onSubscribed(ev evSubscribed) {
 		}
 		return
 	}
-	m.chTopics, m.rejected = ev.topics, ev.rejected
+	m.cur.topics, m.cur.rejected = ev.topics, ev.rejected
 	m.logRejected(ev.rejected)
-	m.resubscribe(false) // the topics may have changed again meanwhile
+	m.resubscribe(false)          // the topics may have changed again meanwhile
+	m.subscribeReplacement(false) // and the replacement must hold what this channel holds
+	m.tryPromote("topics placed")
 }
 
 func (m *machine) logRejected(rejected []rejectedTopic) {
@@ -475,20 +551,16 @@ func (m *machine) logRejected(rejected []rejectedTopic) {
 }
 
 func (m *machine) setChannel(ch channelInfo, topics []string, rejected []rejectedTopic) {
-	m.setChannelAt(ch, time.Now(), topics, rejected)
+	m.cur = &heldChannel{info: ch, created: time.Now(), topics: topics, rejected: rejected}
+	m.subscribedOnce = true
 	m.logRejected(rejected)
 }
 
-func (m *machine) setChannelAt(ch channelInfo, created time.Time, topics []string, rejected []rejectedTopic) {
-	m.ch, m.created, m.chTopics, m.rejected = &ch, created, topics, rejected
-	m.subscribedOnce = true
-}
-
 func (m *machine) chID() string {
-	if m.ch == nil {
+	if m.cur == nil {
 		return ""
 	}
-	return m.ch.ID
+	return m.cur.info.ID
 }
 
 // discard closes what a job brought after the slot moved on: its socket,
@@ -498,12 +570,18 @@ func (m *machine) discard(res connectResult) {
 		m.closeSock(res.sock)
 	}
 	if res.made {
-		api, id := m.s.c.api, res.ch.ID
-		m.startJob(func(ctx context.Context) any {
-			_ = api.unsubscribeAll(ctx, id)
-			return nil
-		})
+		m.emptyChannel(res.ch.ID)
 	}
+}
+
+// emptyChannel drops a channel's subscriptions in a job: empty and
+// unconnected, it is the first Genesys evicts.
+func (m *machine) emptyChannel(id string) {
+	api := m.s.c.api
+	m.startJob(func(ctx context.Context) any {
+		_ = api.unsubscribeAll(ctx, id)
+		return nil
+	})
 }
 
 // closeSock closes a socket in a job: a close waits up to a second for the
@@ -511,10 +589,9 @@ func (m *machine) discard(res connectResult) {
 func (m *machine) closeSock(sock *socket) {
 	sock.released = true
 	delete(m.open, sock)
-	// Only a socket never adopted can have an early end on record, and only
-	// discard closes those; forgetting it here keeps every trace of a
-	// closed socket in one place.
-	delete(m.endedEarly, sock)
+	// Only a socket never adopted can have early news on record;
+	// forgetting it here keeps every trace of a closed socket in one place.
+	delete(m.early, sock)
 	m.startJob(func(context.Context) any {
 		sock.close()
 		return nil

@@ -62,7 +62,8 @@ type (
 		sock *socket
 		err  error
 	}
-	// evSubscribed ends a resubscription of the slot's channel.
+	// evSubscribed ends a subscription of the slot's channel, or of a
+	// rotation's replacement (told apart by chID).
 	evSubscribed struct {
 		chID     string
 		topics   []string
@@ -81,10 +82,11 @@ type (
 type timerKind int
 
 const (
-	tRetry  timerKind = iota // dial again after a failure
-	tRotate                  // start (or retry) a planned rotation
-	tGrace                   // a replacement has answered long enough
-	tResub                   // retry a failed resubscription
+	tRetry          timerKind = iota // dial again after a failure
+	tRotate                          // start (or retry) a planned rotation
+	tGrace                           // a replacement has answered long enough
+	tResub                           // retry a failed resubscription
+	tReplacementSub                  // retry a rotation's replacement subscription, failed or refused
 	timerKinds
 )
 
@@ -233,13 +235,10 @@ func (m *machine) shutdown() {
 				m.open[ev.sock] = struct{}{}
 			}
 		case evSpare:
-			m.spare = true
+			m.spare.held = true
 		}
 	}
-	if m.spare {
-		m.spare = false
-		m.s.c.spare.release()
-	}
+	m.releaseSpare()
 	var wg sync.WaitGroup
 	for sock := range m.open {
 		wg.Go(sock.close)

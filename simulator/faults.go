@@ -348,6 +348,17 @@ func (s *Server) SetPongDelay(d time.Duration) {
 	s.mu.Unlock()
 }
 
+// EndSocketsAtFirstPong makes the next n sockets to connect end right
+// after their first pong, abruptly as with CloseSocket: the network drops
+// a connection just as it is proven. The client's dial succeeds, and its
+// reader sees the end at once, racing the dial's answer to whoever asked
+// for the socket. Zero disarms it.
+func (s *Server) EndSocketsAtFirstPong(n int) {
+	s.mu.Lock()
+	s.endAtPong = max(n, 0)
+	s.mu.Unlock()
+}
+
 // topicRejection is why subscriptions to a topic are refused.
 type topicRejection struct {
 	status int

@@ -228,7 +228,10 @@ type Server struct {
 	subscribeDelay time.Duration
 	// pongDelay is how long an answer to a ping takes; events go out
 	// meanwhile, ahead of it.
-	pongDelay      time.Duration
+	pongDelay time.Duration
+	// endAtPong is how many sockets yet to connect end right after their
+	// first pong (EndSocketsAtFirstPong).
+	endAtPong      int
 	rejectedTopics map[string]topicRejection
 	rec            record
 	stats          Stats

@@ -30,6 +30,7 @@ type socket struct {
 	stalled   bool // StallSocket: nothing more is written
 	dead      bool // detached: no longer its channel's connection
 	shut      bool // half-closed; the reader may still drain
+	endAtPong bool // EndSocketsAtFirstPong: dropped right after its first pong
 }
 
 func (sk *socket) writable() bool { return !sk.dead && !sk.stalled }
@@ -87,6 +88,10 @@ func (s *Server) handleSocket(w http.ResponseWriter, r *http.Request, id string,
 	}
 	sk.ch = ch
 	ch.socket = sk
+	if s.endAtPong > 0 {
+		s.endAtPong--
+		sk.endAtPong = true
+	}
 	ch.connects++
 	s.stats.SocketsAccepted++
 	s.noteHeldLocked()
@@ -193,6 +198,10 @@ func (s *Server) handleClientFrame(sk *socket, data []byte) {
 func (s *Server) pongLocked(sk *socket) {
 	if sk.writable() && s.writeLocked(sk, pongFrame) {
 		s.stats.PingsAnswered++
+		if sk.endAtPong {
+			s.stats.SocketsDropped++
+			s.shutdownLocked(sk)
+		}
 	}
 }
 
