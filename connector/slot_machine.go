@@ -144,6 +144,9 @@ func (m *machine) handle(ev any) error {
 		m.onReplaced(ev)
 	case evSubscribed:
 		m.onSubscribed(ev)
+	case evAbandoned:
+		ev.sock.released = true // its reader's end, if still to come, is history
+		delete(m.early, ev.sock)
 	case evSpare:
 		m.onSpare()
 	case evLetGo:

@@ -70,10 +70,13 @@ type (
 		rejected []rejectedTopic
 		err      error
 	}
-	evSpare  struct{} // the connector's spare channel is this slot's
-	evLetGo  struct{} // the replaced channel is emptied and its socket closed
-	evTopics struct{} // the slot's topics changed, or refused ones are due again
-	evTimer  struct {
+	// evAbandoned: a dial closed the socket it opened, which no job will
+	// answer with; the machine forgets what its reader reported.
+	evAbandoned struct{ sock *socket }
+	evSpare     struct{} // the connector's spare channel is this slot's
+	evLetGo     struct{} // the replaced channel is emptied and its socket closed
+	evTopics    struct{} // the slot's topics changed, or refused ones are due again
+	evTimer     struct {
 		kind timerKind
 		gen  uint64
 	}
@@ -173,7 +176,8 @@ func (s *slot) dial(ctx, life context.Context, ch channelInfo) (*socket, error) 
 	})
 	sock.start(life, func(ev socketEvent) { s.box.post(ev) })
 	if err := sock.awaitPong(ctx, min(s.c.opts.HeartbeatTimeout, 15*time.Second)); err != nil {
-		sock.close() // here, not in a goroutine: the job is waited for, a goroutine would not be
+		s.box.post(evAbandoned{sock}) // before its reader's end: what the machine keeps of it can go
+		sock.close()                  // here, not in a goroutine: the job is waited for, a goroutine would not be
 		return nil, err
 	}
 	return sock, nil

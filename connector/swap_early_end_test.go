@@ -173,3 +173,65 @@ func TestClosingWarningBeforeTheDialAnswerStartsASwap(t *testing.T) {
 		t.Fatalf("the slot is %s after a closing warning on its socket, want a swap under way", m.state)
 	}
 }
+
+// TestFailedDialLeavesNoEarlyNews: a dial whose socket ends before its
+// pong closes that socket itself, and no job answers with it. What the
+// machine kept of the socket's reader must go with it, or every failed
+// dial of a long outage leaves an entry behind.
+func TestFailedDialLeavesNoEarlyNews(t *testing.T) {
+	sim, s, m := newTestMachine(t, slog.New(slog.DiscardHandler))
+	sim.SetPongDelay(time.Hour)
+	m.connect()
+	// The socket is up, its pong held: the network drops it.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var chID string
+	if err := sim.Wait(ctx, func(snap simulator.Snapshot) bool {
+		for _, ch := range snap.Channels {
+			if ch.Connected {
+				chID = ch.ID
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.CloseSocket(chID); err != nil {
+		t.Fatal(err)
+	}
+	var held []any
+	var failed *socket
+	var dialFailed bool
+	for failed == nil || !dialFailed {
+		ev := nextEvent(t, s, m, &held, func(ev any) bool {
+			switch ev := ev.(type) {
+			case socketEvent:
+				return ev.ended
+			case evConnected:
+				return true
+			}
+			return false
+		})
+		switch ev := ev.(type) {
+		case socketEvent:
+			failed = ev.sock
+		case evConnected: // after the dial's evAbandoned, if it sent one: both are stepped below
+			if ev.res.err == nil {
+				t.Fatal("the dial succeeded on a socket that ended before its pong")
+			}
+			dialFailed = true
+		}
+		if err := m.step(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ev := range held {
+		if err := m.step(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if news, kept := m.early[failed]; kept {
+		t.Fatalf("the machine still keeps %d reports of a socket its failed dial closed", len(news))
+	}
+}
