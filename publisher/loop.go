@@ -227,28 +227,35 @@ func (p *Publisher) send() time.Duration {
 		if len(batch) == 0 {
 			return 0
 		}
-		hold := p.holdUntil
-		now := time.Now()
-		for i, rc := range batch {
-			if !p.holdUntil.Equal(hold) {
-				// A failure started a pause: the rest waits with the retries,
-				// still in order, without counting as retried.
-				p.pushRetry(batch[i:]...)
-				break
-			}
-			p.sendN++
-			rc.sendN, rc.sentAt = p.sendN, now
-			if rc.firstSent.IsZero() {
-				rc.firstSent = now
-			}
-			p.inflight[rc.sendN] = rc
-			if err := p.transmit(rc); err != nil {
-				delete(p.inflight, rc.sendN)
-				p.fail(rc, err)
-			}
-		}
-		clear(batch)
+		p.sendBatch(batch)
 	}
+}
+
+// sendBatch sends batch, once send has found the connection up. The
+// connection can drop while it sends: nats.go then refuses the rest (see
+// Connect), rather than hold them for the reconnect.
+func (p *Publisher) sendBatch(batch []*rec) {
+	hold := p.holdUntil
+	now := time.Now()
+	for i, rc := range batch {
+		if !p.holdUntil.Equal(hold) {
+			// A failure started a pause: the rest waits with the retries,
+			// still in order, without counting as retried.
+			p.pushRetry(batch[i:]...)
+			break
+		}
+		p.sendN++
+		rc.sendN, rc.sentAt = p.sendN, now
+		if rc.firstSent.IsZero() {
+			rc.firstSent = now
+		}
+		p.inflight[rc.sendN] = rc
+		if err := p.transmit(rc); err != nil {
+			delete(p.inflight, rc.sendN)
+			p.fail(rc, err)
+		}
+	}
+	clear(batch)
 }
 
 // next takes up to n records to send: the oldest retries first.

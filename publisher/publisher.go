@@ -161,6 +161,13 @@ type flushWaiter struct {
 // New starts a Publisher on the connection of js, honouring its domain or API
 // prefix. It uses an async-publish context of its own, so its limits and
 // handlers do not touch other users of js.
+//
+// The connection should refuse publishes while it reconnects, as those
+// [Connect] makes do (nats.ReconnectBufSize(-1)). nats.go otherwise keeps
+// them and writes them out when it is back, after the publisher has given
+// them up for lost: a record first stored longer ago than the stream's
+// duplicate window is then stored twice. New logs a warning for a
+// connection that keeps them.
 func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 	if js == nil {
 		return nil, errors.New("new publisher: nil JetStream")
@@ -191,6 +198,10 @@ func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 	}
 	p.link = l
 	p.cur.Store(l)
+	if n := l.nc.Opts.ReconnectBufSize; n >= 0 {
+		p.log.Warn("the nats connection keeps publishes made while it reconnects; an event can then be stored twice after an outage (set nats.ReconnectBufSize(-1), as publisher.Connect does)",
+			"reconnect_buf_size", n)
+	}
 	go p.run()
 	return p, nil
 }
