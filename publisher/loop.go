@@ -39,10 +39,11 @@ type loop struct {
 	refused           []refusal   // per round: answers that were errors
 	spare             []sendError
 	spareDenials      []denial
-	noStream          map[string]bool // per round: no stream covers the subject
-	recreated         map[string]bool // per round: kept streams created again (true) or not (false)
-	streamAnswers     map[string]bool // per round: JetStream answers for the subject
-	jsQuietUntil      time.Time       // JetStream did not answer: do not ask again before
+	// leaderless: per round, the subjects answered no responders, with
+	// the latest such send (see voidLeaderless).
+	leaderless   map[string]uint64
+	jsQuietUntil time.Time // JetStream did not answer: do not ask again before
+	parking      // records waiting for the asker, see lookups.go
 	dedup             dedupState
 	closing           bool // Close is draining the last outcomes: ask the server nothing
 	lastTrim          time.Time
@@ -60,9 +61,8 @@ func (l *loop) init(o options) {
 	l.inflight = make(map[uint64]*rec, o.maxInFlight)
 	l.oldestSent = 1
 	l.backoff = o.backoffMin
-	l.noStream = make(map[string]bool)
-	l.recreated = make(map[string]bool)
-	l.streamAnswers = make(map[string]bool)
+	l.leaderless = make(map[string]uint64)
+	l.parked = make(map[question][]*rec)
 	l.dedup.init()
 	l.failLog.every = time.Second
 	l.retryLog.every = 5 * time.Second
@@ -98,6 +98,9 @@ func (p *Publisher) run() {
 			wait = trim
 		}
 		if due := p.ackDue(); due > 0 && (wait == 0 || due < wait) {
+			wait = due
+		}
+		if due := p.coolDue(); due > 0 && (wait == 0 || due < wait) {
 			wait = due
 		}
 		if wait > 0 {

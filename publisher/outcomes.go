@@ -55,12 +55,10 @@ func (p *Publisher) processResults(first *nats.Msg) {
 	}()
 	now := time.Now()
 	if len(answers) == 0 && len(errs) == 0 && len(denials) == 0 &&
-		p.voidUpTo < p.oldestSent && !p.overdue(now) {
+		p.voidUpTo < p.oldestSent && !p.overdue(now) && !p.repliesWaiting() &&
+		(len(p.cooling) == 0 || now.Before(p.cooling[0].until)) {
 		return
 	}
-	clear(p.noStream)
-	clear(p.recreated)
-	clear(p.streamAnswers)
 	p.settleAnswers(answers, now)
 	gen := p.link.gen
 	for _, e := range errs {
@@ -69,9 +67,13 @@ func (p *Publisher) processResults(first *nats.Msg) {
 			p.fail(rc, e.err)
 		}
 	}
+	p.voidLeaderless()
 	p.voidInFlight()
 	p.expire(now)
 	p.failDenied(denials)
+	if !p.closing {
+		p.settleReplies(now)
+	}
 	p.inFlightN.Store(int64(len(p.inflight)))
 }
 

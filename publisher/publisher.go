@@ -136,6 +136,10 @@ type Publisher struct {
 	freeBytes int64
 	retain    int64
 
+	// ask is shared with the asker goroutine, which asks JetStream what
+	// some failures need to know, off the run goroutine (lookups.go).
+	ask asker
+
 	redialed    chan *link
 	bg          sync.WaitGroup // redial goroutines
 	closedSince atomic.Int64   // unix nanos the connection was found closed; 0: it is not
@@ -184,6 +188,7 @@ func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 		wake:     make(chan struct{}, 1),
 		retain:   o.bufferBytes,
 		redialed: make(chan *link, 1),
+		ask:      asker{wake: make(chan struct{}, 1), done: make(chan struct{})},
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -203,6 +208,7 @@ func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 			"reconnect_buf_size", n)
 	}
 	go p.run()
+	go p.runAsker()
 	return p, nil
 }
 
@@ -355,6 +361,7 @@ func (p *Publisher) Close(ctx context.Context) (unflushed int, err error) {
 	close(p.quit)
 	p.stop()
 	<-p.done
+	<-p.ask.done
 	// Acks that came in as ctx ended still count. The run goroutine is
 	// gone, and Publish sends nothing more (closed), once a send it began
 	// before Close has let go of the lock.
