@@ -43,11 +43,11 @@ type loop struct {
 	// the latest such send (see voidLeaderless).
 	leaderless   map[string]uint64
 	jsQuietUntil time.Time // JetStream did not answer: do not ask again before
-	parking      // records waiting for the asker, see lookups.go
-	dedup             dedupState
-	closing           bool // Close is draining the last outcomes: ask the server nothing
-	lastTrim          time.Time
-	redialing         bool
+	parking                // records waiting for the asker, see lookups.go
+	dedup        dedupState
+	closing      bool // Close is draining the last outcomes: ask the server nothing
+	lastTrim     time.Time
+	redialing    bool
 	// lazy wakes run to collect the acks that did not wake it (see run)
 	// while records are in flight; lazyArmed says it is set.
 	lazy         *time.Timer
