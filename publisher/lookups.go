@@ -33,6 +33,9 @@ const (
 	// timeout with nothing acked since)? No stream covers it, or the one
 	// that does answers an info request.
 	askAnswers
+	// askStored: which of the records handed over (asker.check) does the
+	// stream hold already? See checkStored.
+	askStored
 )
 
 type question struct {
@@ -46,6 +49,7 @@ type reply struct {
 	ok bool // askCovered: a stream covers the subject (again); askAnswers: JetStream answers
 	// recreated: askCovered found no stream and set a kept one up again.
 	recreated bool
+	check     storedCheck // askStored's records and findings
 }
 
 // noRespondersPause is how long records that found no stream leader wait
@@ -60,6 +64,7 @@ type asker struct {
 	mu      sync.Mutex
 	asks    []question
 	replies []reply
+	check   storedCheck   // askStored's records, handed over with the question
 	wake    chan struct{} // the asker: a question is waiting (capacity 1)
 	done    chan struct{}
 }
@@ -118,6 +123,11 @@ func (p *Publisher) runAsker() {
 				r.ok, r.recreated = p.covered(q.subject)
 			case askAnswers:
 				r.ok = p.jetStreamAnswers(q.subject)
+			case askStored:
+				p.ask.mu.Lock()
+				r.check, p.ask.check = p.ask.check, storedCheck{}
+				p.ask.mu.Unlock()
+				p.lookUpStored(&r.check)
 			}
 			if p.life.Err() != nil {
 				return
@@ -198,6 +208,8 @@ func (p *Publisher) settleReplies(now time.Time) {
 			p.settleCovered(r, recs, now)
 		case askAnswers:
 			p.settleAnswered(r, recs, now)
+		case askStored:
+			p.settleStored(r.check, recs)
 		}
 	}
 	clear(replies)

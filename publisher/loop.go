@@ -9,9 +9,35 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// loop is the state of the run goroutine (and of Close once run has ended):
-// no lock guards it.
+// loop is the state of sending, settling and retrying. sendMu guards all
+// of it: the run goroutine holds it while it works, Publish while it sends
+// a record inline (see sendInline), and Close once run has ended. It is
+// made of parts that say what each field is for.
 type loop struct {
+	// link is the connection in use. Only run replaces it (swap, under
+	// sendMu), so run may read it without sendMu; an inline send reads it
+	// under sendMu; Healthy, Conn and the asker read cur instead.
+	link *link
+	sends
+	retries
+	pacing
+	round
+	parking // records waiting for the asker, see lookups.go
+	dedup   dedupState
+	redialState
+	// closing: Close is draining the last outcomes: ask the server nothing.
+	closing  bool
+	lastTrim time.Time // when the free list was last trimmed
+	// lazy wakes run to collect the acks that did not wake it (see run)
+	// while records are in flight; lazyArmed says it is set.
+	lazy      *time.Timer
+	lazyArmed bool
+	failLog   logLimiter
+	retryLog  logLimiter
+}
+
+// sends numbers the sends and keeps those awaiting an answer.
+type sends struct {
 	// inflight holds the records sent and not yet answered, by the send
 	// number their answer replies to (see ackInbox). A send that was
 	// settled otherwise (timed out, voided by a reconnect, denied) leaves
@@ -23,38 +49,45 @@ type loop struct {
 	oldestSent uint64
 	// voidUpTo: sends up to this number went out on a connection that
 	// dropped since; their answers will never come (see voidInFlight).
-	voidUpTo  uint64
-	retry     []*rec // failed, to be sent again in acceptance order
-	retryHead int
-	retrySort bool
-	checkDue  bool // retries were added since the last dedup check
-	holdUntil time.Time
-	backoff   time.Duration
+	voidUpTo uint64
 	// sendN counts sends; ackedSendN is the highest sendN acked. A timeout of
 	// a record sent before an acked one is that record's own failure.
 	sendN, ackedSendN uint64
-	finished          []*rec
-	batch             []*rec
-	answers           []*nats.Msg // per round: collected from the ack inbox
-	refused           []refusal   // per round: answers that were errors
-	spare             []sendError
-	spareDenials      []denial
-	// leaderless: per round, the subjects answered no responders, with
-	// the latest such send (see voidLeaderless).
-	leaderless   map[string]uint64
-	jsQuietUntil time.Time // JetStream did not answer: do not ask again before
-	parking                // records waiting for the asker, see lookups.go
-	dedup        dedupState
-	closing      bool // Close is draining the last outcomes: ask the server nothing
-	lastTrim     time.Time
+}
+
+// retries are the records that failed, to be sent again in acceptance
+// order before any new one.
+type retries struct {
+	retry     []*rec
+	retryHead int
+	retrySort bool // appended to since sorted
+	checkDue  bool // retries were added since the last dedup check
+}
+
+// pacing is when sending may go on after failures.
+type pacing struct {
+	holdUntil    time.Time     // every send waits until then (see pause)
+	backoff      time.Duration // the next pause
+	jsQuietUntil time.Time     // JetStream did not answer: do not ask again before
+}
+
+// round is scratch for one round of settling, kept for reuse.
+type round struct {
+	finished     []*rec      // acked or given up: to release
+	batch        []*rec      // taken to send
+	answers      []*nats.Msg // collected from the ack inbox
+	refused      []refusal   // answers that were errors
+	spare        []sendError
+	spareDenials []denial
+	// leaderless: the subjects answered no responders, with the latest
+	// such send (see voidLeaderless).
+	leaderless map[string]uint64
+}
+
+// redialState is a redial in progress (see watchLink).
+type redialState struct {
 	redialing    bool
-	// lazy wakes run to collect the acks that did not wake it (see run)
-	// while records are in flight; lazyArmed says it is set.
-	lazy         *time.Timer
-	lazyArmed    bool
 	redialCancel context.CancelFunc
-	failLog      logLimiter
-	retryLog     logLimiter
 }
 
 func (l *loop) init(o options) {
