@@ -22,14 +22,19 @@ func (p *Publisher) fail(rc *rec, err error) {
 	switch {
 	case reason == ReasonNoResponders && !p.closing:
 		// No stream listens on the subject: its leader is gone (a node
-		// down, an election), or no stream covers it. Sends to it made
-		// before this one and still unanswered went to that leader, and
-		// their answers will not come either (see voidLeaderless).
-		p.countRetry(reason)
+		// down, an election), or no stream covers it.
+		if at, ok := p.noStreamAt[rc.msg.Subject]; ok && !rc.sentAt.After(at) {
+			p.giveUp(rc, ReasonNoStream, errNoStream(rc.msg.Subject))
+			return
+		}
+		// Sends to it made before this one and still unanswered went to
+		// that leader, and their answers will not come either (see
+		// voidLeaderless).
 		if p.leaderless[rc.msg.Subject] < rc.sendN {
 			p.leaderless[rc.msg.Subject] = rc.sendN
 		}
-		p.park(question{askCovered, rc.msg.Subject}, rc)
+		p.countRetry(reason)
+		p.cool(rc)
 		return
 	case reason == ReasonTimeout && p.ackedSendN > rc.sendN:
 		// A record sent after it was acked: NATS is fine, this record is
@@ -88,7 +93,7 @@ func (p *Publisher) voidLeaderless() {
 		if last, ok := p.leaderless[rc.msg.Subject]; ok && n < last {
 			delete(p.inflight, n)
 			p.countRetry(ReasonNoResponders)
-			p.park(question{askCovered, rc.msg.Subject}, rc)
+			p.cool(rc)
 		}
 	}
 	clear(p.leaderless)

@@ -27,7 +27,10 @@ type questionKind uint8
 const (
 	// askCovered: does a stream cover the subject (after no responders)?
 	// If none does and a kept stream would (WithStreams), it is set up
-	// again.
+	// again. Its records do not wait for the reply (the stream may be
+	// electing a leader, and the meta leader that answers may be the node
+	// that went): they are sent again after a pause, and given up if
+	// the reply says no stream covers them.
 	askCovered questionKind = iota
 	// askAnswers: does JetStream answer for the subject (after an ack
 	// timeout with nothing acked since)? No stream covers it, or the one
@@ -47,6 +50,8 @@ type question struct {
 type reply struct {
 	q  question
 	ok bool // askCovered: a stream covers the subject (again); askAnswers: JetStream answers
+	// askedAt: when the asker began asking.
+	askedAt time.Time
 	// recreated: askCovered found no stream and set a kept one up again.
 	recreated bool
 	check     storedCheck // askStored's records and findings
@@ -69,11 +74,15 @@ type asker struct {
 	done    chan struct{}
 }
 
-// parking is the run goroutine's side: the records waiting for each
-// question's reply, and those waiting out a pause after it.
+// parking is the run goroutine's side: the questions asked, with the
+// records waiting for each reply, and those waiting out a pause after no
+// responders.
 type parking struct {
 	parked  map[question][]*rec
 	cooling []cooled
+	// noStreamAt: the subjects no stream covered, by when that was asked;
+	// a no responders to a send made before then is given up.
+	noStreamAt map[string]time.Time
 	// spareReplies is the asker's last batch of replies, for reuse.
 	spareReplies []reply
 }
@@ -87,15 +96,35 @@ type cooled struct {
 // park holds rc until q is answered, asking q if it is not asked yet.
 // Called on the run goroutine.
 func (p *Publisher) park(q question, rc *rec) {
-	recs, asked := p.parked[q]
-	if !asked {
-		q.subject = strings.Clone(q.subject) // it points into rc's reused buffer
-		p.ask.mu.Lock()
-		p.ask.asks = append(p.ask.asks, q)
-		p.ask.mu.Unlock()
-		signal(p.ask.wake)
+	q = p.askOnce(q)
+	p.parked[q] = append(p.parked[q], rc)
+}
+
+// askOnce asks q unless it is asked already, and returns it with a
+// subject of its own.
+func (p *Publisher) askOnce(q question) question {
+	if _, asked := p.parked[q]; asked {
+		return q
 	}
-	p.parked[q] = append(recs, rc)
+	q.subject = strings.Clone(q.subject) // it points into a record's reused buffer
+	p.parked[q] = nil
+	p.ask.mu.Lock()
+	p.ask.asks = append(p.ask.asks, q)
+	p.ask.mu.Unlock()
+	signal(p.ask.wake)
+	return q
+}
+
+// cool holds rc for a pause after no responders, and asks whether a
+// stream covers its subject.
+func (p *Publisher) cool(rc *rec) {
+	p.askOnce(question{askCovered, rc.msg.Subject})
+	until := time.Now().Add(noRespondersPause)
+	if n := len(p.cooling); n > 0 && until.Sub(p.cooling[n-1].until) < 10*time.Millisecond {
+		p.cooling[n-1].recs = append(p.cooling[n-1].recs, rc)
+		return
+	}
+	p.cooling = append(p.cooling, cooled{until: until, recs: []*rec{rc}})
 }
 
 // runAsker answers questions until the publisher's life ends.
@@ -117,7 +146,7 @@ func (p *Publisher) runAsker() {
 			p.ask.asks = slices.Delete(p.ask.asks, 0, 1)
 			p.ask.mu.Unlock()
 
-			r := reply{q: q}
+			r := reply{q: q, askedAt: time.Now()}
 			switch q.kind {
 			case askCovered:
 				r.ok, r.recreated = p.covered(q.subject)
@@ -205,7 +234,7 @@ func (p *Publisher) settleReplies(now time.Time) {
 		delete(p.parked, r.q)
 		switch r.q.kind {
 		case askCovered:
-			p.settleCovered(r, recs, now)
+			p.settleCovered(r)
 		case askAnswers:
 			p.settleAnswered(r, recs, now)
 		case askStored:
@@ -217,21 +246,37 @@ func (p *Publisher) settleReplies(now time.Time) {
 	p.releaseCooled(now)
 }
 
-func (p *Publisher) settleCovered(r reply, recs []*rec, now time.Time) {
-	switch {
-	case !r.ok:
-		for _, rc := range recs {
-			p.giveUp(rc, ReasonNoStream, errNoStream(rc.msg.Subject))
+// settleCovered gives up, when no stream covers the subject, its records
+// waiting to be sent again; those in flight are given up as their no
+// responders comes (see fail).
+func (p *Publisher) settleCovered(r reply) {
+	subj := r.q.subject
+	if r.ok {
+		delete(p.noStreamAt, subj)
+		return
+	}
+	if len(p.noStreamAt) >= 4096 {
+		clear(p.noStreamAt)
+	}
+	p.noStreamAt[subj] = r.askedAt
+	uncovered := func(rc *rec) bool {
+		if rc.msg.Subject != subj {
+			return false
 		}
-	case r.recreated:
-		for range recs {
-			p.countRetry(ReasonNoStream)
+		p.giveUp(rc, ReasonNoStream, errNoStream(subj))
+		return true
+	}
+	j := p.retryHead
+	for _, rc := range p.retry[p.retryHead:] {
+		if !uncovered(rc) {
+			p.retry[j] = rc
+			j++
 		}
-		p.pushRetry(recs...)
-	default:
-		// A stream is there without a leader: these records wait a pause,
-		// alone; the election is over before long.
-		p.cooling = append(p.cooling, cooled{until: now.Add(noRespondersPause), recs: recs})
+	}
+	clear(p.retry[j:])
+	p.retry = p.retry[:j]
+	for i := range p.cooling {
+		p.cooling[i].recs = slices.DeleteFunc(p.cooling[i].recs, uncovered)
 	}
 }
 

@@ -96,6 +96,7 @@ func (l *loop) init(o options) {
 	l.backoff = o.backoffMin
 	l.leaderless = make(map[string]uint64)
 	l.parked = make(map[question][]*rec)
+	l.noStreamAt = make(map[string]time.Time)
 	l.dedup.init()
 	l.failLog.every = time.Second
 	l.retryLog.every = 5 * time.Second
