@@ -294,9 +294,9 @@ func TestClusterStartStoppedWhileWaiting(t *testing.T) {
 // TestClusterStreamLeaderLoss shuts the stream's leader down again and
 // again under a steady stream of events, and measures how long after the
 // cluster elects a new leader gcnats stores again, and how long until every
-// event read before the loss is stored. Publishes the old leader took with
-// it get no answer; they must not wait out the ack timeout, and nothing
-// else may wait for them.
+// event read until then is stored: both within a second in every run.
+// Publishes the old leader took with it get no answer; they must not wait
+// out the ack timeout, and nothing else may wait for them.
 func TestClusterStreamLeaderLoss(t *testing.T) {
 	const runs = 8
 	h, c := clusterHarness(t)
@@ -315,18 +315,16 @@ func TestClusterStreamLeaderLoss(t *testing.T) {
 		c.WaitFor("a new leader of stream GENESYS", func() bool { return c.StreamLeader("GENESYS") != nil })
 		elected := time.Now()
 		resumed := h.waitStoredAfter("GENESYS", elected)
-		// Every event read before the election is stored: the publishes
-		// the old leader took with it were sent again.
-		caughtUp := catchUp(h)
-		stall := resumed.Sub(elected)
+		// Every event read until now is stored: the publishes the old
+		// leader took with it were sent again.
+		catchUp(h)
+		stall, caughtUp := resumed.Sub(elected), time.Since(elected)
 		line := fmt.Sprintf("run %d: leader %s (meta leader too: %v) shut down; new leader after %s; storing again %s after it; caught up %s after it",
 			i+1, leader.Name, meta, elected.Sub(stopped).Round(time.Millisecond),
-			stall.Round(time.Millisecond), (time.Since(elected)).Round(time.Millisecond))
+			stall.Round(time.Millisecond), caughtUp.Round(time.Millisecond))
 		t.Log(line)
-		_ = caughtUp
-		worstStall = max(worstStall, stall)
-		worstCatchUp = max(worstCatchUp, time.Since(elected))
-		if stall > time.Second {
+		worstStall, worstCatchUp = max(worstStall, stall), max(worstCatchUp, caughtUp)
+		if stall > time.Second || caughtUp > time.Second {
 			slow = append(slow, line)
 		}
 		c.Start(leader)
@@ -338,7 +336,7 @@ func TestClusterStreamLeaderLoss(t *testing.T) {
 	t.Logf("cluster, stream leader shut down %d times: sent %d, stored %d, lost %d, duplicated %d; longest stall after an election %s, longest catch-up after one %s",
 		runs, acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, worstStall.Round(time.Millisecond), worstCatchUp.Round(time.Millisecond))
 	if len(slow) > 0 {
-		t.Errorf("storing stalled over 1s after a new leader was elected in %d of %d runs:\n%s", len(slow), runs, strings.Join(slow, "\n"))
+		t.Errorf("storing stalled, or events read before waited, over 1s after a new leader was elected in %d of %d runs:\n%s", len(slow), runs, strings.Join(slow, "\n"))
 	}
 }
 
