@@ -82,6 +82,9 @@ type round struct {
 	// leaderless: the subjects answered no responders, with the latest
 	// such send (see voidLeaderless).
 	leaderless map[string]uint64
+	// overtaken: the subjects whose acks overtook an earlier send still
+	// unanswered, with the latest such send (see resendOvertaken).
+	overtaken map[string]uint64
 }
 
 // redialState is a redial in progress (see watchLink).
@@ -95,6 +98,7 @@ func (l *loop) init(o options) {
 	l.oldestSent = 1
 	l.backoff = o.backoffMin
 	l.leaderless = make(map[string]uint64)
+	l.overtaken = make(map[string]uint64)
 	l.parked = make(map[question][]*rec)
 	l.noStreamAt = make(map[string]time.Time)
 	l.dedup.init()
