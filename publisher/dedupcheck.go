@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,18 +67,13 @@ func (p *Publisher) checkStored() {
 	if p.closing {
 		return
 	}
-	if _, asked := p.parked[storedQuestion]; asked {
-		p.checkDue = true // again once this one is done
-		return
-	}
 	now := time.Now()
-	var recs []*rec
 	j := p.retryHead
 	for _, rc := range p.retry[p.retryHead:] {
 		// The server allows no window under 100ms: younger records are safe
 		// without asking anything.
 		if !rc.firstSent.IsZero() && now.Sub(rc.firstSent) >= 75*time.Millisecond {
-			recs = append(recs, rc)
+			p.toCheck = append(p.toCheck, rc)
 			continue
 		}
 		p.retry[j] = rc
@@ -85,15 +81,23 @@ func (p *Publisher) checkStored() {
 	}
 	clear(p.retry[j:])
 	p.retry = p.retry[:j]
-	if len(recs) == 0 {
+	p.startCheck()
+}
+
+// startCheck hands the records waiting for a check to the asker, unless a
+// check is under way: they wait for the next, parked.
+func (p *Publisher) startCheck() {
+	if _, asked := p.parked[storedQuestion]; asked || len(p.toCheck) == 0 {
 		return
 	}
+	recs := slices.Clone(p.toCheck)
+	clear(p.toCheck)
+	p.toCheck = p.toCheck[:0]
 	p.ask.mu.Lock()
 	p.ask.check = storedCheck{recs: recs}
 	p.ask.mu.Unlock()
-	for _, rc := range recs {
-		p.park(storedQuestion, rc)
-	}
+	p.askOnce(storedQuestion)
+	p.parked[storedQuestion] = recs
 }
 
 // storedQuestion parks the records of the dedup check under way.
@@ -168,6 +172,7 @@ func (p *Publisher) settleStored(c storedCheck, recs []*rec) {
 	if n > 0 {
 		p.log.Info("events sent before an outage were found stored; not sending them again", "count", n)
 	}
+	defer p.startCheck()
 	if c.failure == nil {
 		p.dedup.failures = 0
 		return

@@ -62,16 +62,18 @@ type reply struct {
 // milliseconds, and these records wait alone, the others go on.
 const noRespondersPause = 100 * time.Millisecond
 
-// asker is the goroutine that asks JetStream the questions, with what the
-// run goroutine and it share. Run puts questions in; the asker puts
-// replies in and wakes run.
+// asker is what the run goroutine shares with the asker goroutine, which
+// asks JetStream the questions, each on a goroutine of its own. Run puts
+// questions in; the askers put replies in and wake run.
 type asker struct {
 	mu      sync.Mutex
 	asks    []question
 	replies []reply
-	check   storedCheck   // askStored's records, handed over with the question
-	wake    chan struct{} // the asker: a question is waiting (capacity 1)
-	done    chan struct{}
+	check   storedCheck // askStored's records, handed over with the question
+	// recreating: one stream is set up again at a time.
+	recreating sync.Mutex
+	wake       chan struct{} // the asker: a question is waiting (capacity 1)
+	done       chan struct{}
 }
 
 // parking is the run goroutine's side: the questions asked, with the
@@ -80,6 +82,9 @@ type asker struct {
 type parking struct {
 	parked  map[question][]*rec
 	cooling []cooled
+	// toCheck: records waiting for the dedup check under way to end, to be
+	// checked next (see checkStored).
+	toCheck []*rec
 	// noStreamAt: the subjects no stream covered, by when that was asked;
 	// a no responders to a send made before then is given up.
 	noStreamAt map[string]time.Time
@@ -127,46 +132,55 @@ func (p *Publisher) cool(rc *rec) {
 	p.cooling = append(p.cooling, cooled{until: until, recs: []*rec{rc}})
 }
 
-// runAsker answers questions until the publisher's life ends.
+// runAsker hands each question to a goroutine of its own until the
+// publisher's life ends: a question the lost meta leader holds up must not
+// hold up the others (the dedup check above all). Questions are asked
+// once at a time each (see askOnce), so they are few.
 func (p *Publisher) runAsker() {
 	defer close(p.ask.done)
+	var asking sync.WaitGroup
+	defer asking.Wait()
 	for {
 		select {
 		case <-p.life.Done():
 			return
 		case <-p.ask.wake:
 		}
-		for {
-			p.ask.mu.Lock()
-			if len(p.ask.asks) == 0 {
-				p.ask.mu.Unlock()
-				break
-			}
-			q := p.ask.asks[0]
-			p.ask.asks = slices.Delete(p.ask.asks, 0, 1)
-			p.ask.mu.Unlock()
-
-			r := reply{q: q, askedAt: time.Now()}
-			switch q.kind {
-			case askCovered:
-				r.ok, r.recreated = p.covered(q.subject)
-			case askAnswers:
-				r.ok = p.jetStreamAnswers(q.subject)
-			case askStored:
-				p.ask.mu.Lock()
-				r.check, p.ask.check = p.ask.check, storedCheck{}
-				p.ask.mu.Unlock()
-				p.lookUpStored(&r.check)
-			}
-			if p.life.Err() != nil {
-				return
-			}
-			p.ask.mu.Lock()
-			p.ask.replies = append(p.ask.replies, r)
-			p.ask.mu.Unlock()
-			p.signal()
+		p.ask.mu.Lock()
+		asks := p.ask.asks
+		p.ask.asks = nil
+		p.ask.mu.Unlock()
+		for _, q := range asks {
+			asking.Add(1)
+			go func() {
+				defer asking.Done()
+				p.answer(q)
+			}()
 		}
 	}
+}
+
+// answer asks q and hands the reply to the run goroutine.
+func (p *Publisher) answer(q question) {
+	r := reply{q: q, askedAt: time.Now()}
+	switch q.kind {
+	case askCovered:
+		r.ok, r.recreated = p.covered(q.subject)
+	case askAnswers:
+		r.ok = p.jetStreamAnswers(q.subject)
+	case askStored:
+		p.ask.mu.Lock()
+		r.check, p.ask.check = p.ask.check, storedCheck{}
+		p.ask.mu.Unlock()
+		p.lookUpStored(&r.check)
+	}
+	if p.life.Err() != nil {
+		return
+	}
+	p.ask.mu.Lock()
+	p.ask.replies = append(p.ask.replies, r)
+	p.ask.mu.Unlock()
+	p.signal()
 }
 
 // covered asks whether any stream covers subj; none does while a stream is
@@ -196,7 +210,12 @@ func (p *Publisher) recreate(ctx context.Context, js jetstream.JetStream, subj s
 		return false
 	}
 	cfg := p.o.streams[i]
-	if _, err := EnsureStream(ctx, js, cfg); err != nil {
+	// EnsureStream chains to the connection's error handler while it runs
+	// (failOnAPIDenial): two at once would restore each other's.
+	p.ask.recreating.Lock()
+	_, err := EnsureStream(ctx, js, cfg)
+	p.ask.recreating.Unlock()
+	if err != nil {
 		p.log.Error("no stream for the subject, and setting it up again failed", "stream", cfg.Name, "subject", subj, "err", err)
 		return false
 	}
