@@ -310,6 +310,7 @@ func TestClusterStreamLeaderLoss(t *testing.T) {
 			t.Fatal("stream GENESYS has no leader")
 		}
 		meta := leader.Srv.JetStreamIsLeader()
+		own := h.sc.pub.Conn().ConnectedServerName() == leader.Name
 		stopped := time.Now()
 		c.Stop(leader)
 		c.WaitFor("a new leader of stream GENESYS", func() bool { return c.StreamLeader("GENESYS") != nil })
@@ -319,8 +320,8 @@ func TestClusterStreamLeaderLoss(t *testing.T) {
 		// leader took with it were sent again.
 		catchUp(h)
 		stall, caughtUp := resumed.Sub(elected), time.Since(elected)
-		line := fmt.Sprintf("run %d: leader %s (meta leader too: %v) shut down; new leader after %s; storing again %s after it; caught up %s after it",
-			i+1, leader.Name, meta, elected.Sub(stopped).Round(time.Millisecond),
+		line := fmt.Sprintf("run %d: leader %s (meta leader too: %v, gcnats' node: %v) shut down; new leader after %s; storing again %s after it; caught up %s after it",
+			i+1, leader.Name, meta, own, elected.Sub(stopped).Round(time.Millisecond),
 			stall.Round(time.Millisecond), caughtUp.Round(time.Millisecond))
 		t.Log(line)
 		worstStall, worstCatchUp = max(worstStall, stall), max(worstCatchUp, caughtUp)
