@@ -97,6 +97,15 @@ type Observer struct {
 // that had been stored already. A record that fails on its own (denied, or
 // never acked while others are) neither pauses the others nor stays for
 // ever.
+//
+// A stream that loses its leader costs its records the election, not the ack
+// timeout: sends answered "no responders" wait a short pause, alone, and
+// are sent again, and the sends still unanswered to the same subject
+// (which went to the lost leader) with them; a send still unanswered when a
+// later send to its subject is acked is sent again at once. What a failure
+// needs to ask JetStream (is a stream there, does it answer, which records
+// an outage's retries find stored) is asked on goroutines of their own:
+// the run goroutine never waits for JetStream.
 type Publisher struct {
 	o   options // set by New, read only after
 	log *slog.Logger
