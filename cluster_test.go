@@ -293,8 +293,9 @@ func TestClusterStartStoppedWhileWaiting(t *testing.T) {
 
 // TestClusterStreamLeaderLoss shuts the stream's leader down again and
 // again under a steady stream of events, and measures how long after the
-// cluster elects a new leader gcnats stores again, and how long until every
-// event read until then is stored: both within a second in every run.
+// cluster elects a new leader gcnats stores again (within a second in every
+// run), and how long until every event read until then is stored (within
+// two).
 // Publishes the old leader took with it get no answer; they must not wait
 // out the ack timeout, and nothing else may wait for them.
 func TestClusterStreamLeaderLoss(t *testing.T) {
@@ -325,7 +326,7 @@ func TestClusterStreamLeaderLoss(t *testing.T) {
 			stall.Round(time.Millisecond), caughtUp.Round(time.Millisecond))
 		t.Log(line)
 		worstStall, worstCatchUp = max(worstStall, stall), max(worstCatchUp, caughtUp)
-		if stall > time.Second || caughtUp > time.Second {
+		if stall > time.Second || caughtUp > 2*time.Second {
 			slow = append(slow, line)
 		}
 		c.Start(leader)
@@ -337,7 +338,7 @@ func TestClusterStreamLeaderLoss(t *testing.T) {
 	t.Logf("cluster, stream leader shut down %d times: sent %d, stored %d, lost %d, duplicated %d; longest stall after an election %s, longest catch-up after one %s",
 		runs, acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, worstStall.Round(time.Millisecond), worstCatchUp.Round(time.Millisecond))
 	if len(slow) > 0 {
-		t.Errorf("storing stalled, or events read before waited, over 1s after a new leader was elected in %d of %d runs:\n%s", len(slow), runs, strings.Join(slow, "\n"))
+		t.Errorf("storing stalled over 1s, or events read before waited over 2s, after a new leader was elected in %d of %d runs:\n%s", len(slow), runs, strings.Join(slow, "\n"))
 	}
 }
 
