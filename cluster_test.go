@@ -290,3 +290,80 @@ func TestClusterStartStoppedWhileWaiting(t *testing.T) {
 		t.Fatalf("still waiting %s after the stop\n%s", testTimeout, h.logs)
 	}
 }
+
+// TestClusterStreamLeaderLoss shuts the stream's leader down again and
+// again under a steady stream of events, and measures how long after the
+// cluster elects a new leader gcnats stores again (within a second in every
+// run), and how long until every event read until then is stored (within
+// two).
+// Publishes the old leader took with it get no answer; they must not wait
+// out the ack timeout, and nothing else may wait for them.
+func TestClusterStreamLeaderLoss(t *testing.T) {
+	const runs = 8
+	h, c := clusterHarness(t)
+	em := startEmitter(h.sim, 10*time.Millisecond)
+	em.waitMore(h, 60)
+	var worstStall, worstCatchUp time.Duration
+	var slow []string
+	for i := range runs {
+		leader := c.StreamLeader("GENESYS")
+		if leader == nil {
+			t.Fatal("stream GENESYS has no leader")
+		}
+		meta := leader.Srv.JetStreamIsLeader()
+		own := h.sc.pub.Conn().ConnectedServerName() == leader.Name
+		stopped := time.Now()
+		c.Stop(leader)
+		c.WaitFor("a new leader of stream GENESYS", func() bool { return c.StreamLeader("GENESYS") != nil })
+		elected := time.Now()
+		resumed := h.waitStoredAfter("GENESYS", elected)
+		// Every event read until now is stored: the publishes the old
+		// leader took with it were sent again.
+		catchUp(h)
+		stall, caughtUp := resumed.Sub(elected), time.Since(elected)
+		line := fmt.Sprintf("run %d: leader %s (meta leader too: %v, gcnats' node: %v) shut down; new leader after %s; storing again %s after it; caught up %s after it",
+			i+1, leader.Name, meta, own, elected.Sub(stopped).Round(time.Millisecond),
+			stall.Round(time.Millisecond), caughtUp.Round(time.Millisecond))
+		t.Log(line)
+		worstStall, worstCatchUp = max(worstStall, stall), max(worstCatchUp, caughtUp)
+		if stall > time.Second || caughtUp > 2*time.Second {
+			slow = append(slow, line)
+		}
+		c.Start(leader)
+		c.WaitPeers(len(c.Nodes))
+		c.WaitStreamCurrent("GENESYS")
+		em.waitMore(h, 60)
+	}
+	acc := h.verify(em.finish(), true)
+	t.Logf("cluster, stream leader shut down %d times: sent %d, stored %d, lost %d, duplicated %d; longest stall after an election %s, longest catch-up after one %s",
+		runs, acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, worstStall.Round(time.Millisecond), worstCatchUp.Round(time.Millisecond))
+	if len(slow) > 0 {
+		t.Errorf("storing stalled over 1s, or events read before waited over 2s, after a new leader was elected in %d of %d runs:\n%s", len(slow), runs, strings.Join(slow, "\n"))
+	}
+}
+
+// waitStoredAfter waits for the stream to store a message after since and
+// returns when the stream stamped it. The stream info is asked of whichever
+// node the reader is on; while a leader is elected it may not answer.
+func (h *harness) waitStoredAfter(stream string, since time.Time) time.Time {
+	h.t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		s, err := h.js.Stream(ctx, stream)
+		var last time.Time
+		if err == nil {
+			var info *jetstream.StreamInfo
+			if info, err = s.Info(ctx); err == nil {
+				last = info.State.LastTime
+			}
+		}
+		cancel()
+		if last.After(since) {
+			return last
+		}
+		time.Sleep(10 * time.Millisecond) // polling the stream's state: the server has no notification for it
+	}
+	h.t.Fatalf("stream %s stored nothing in %s after %s", stream, testTimeout, since.Format(time.RFC3339Nano))
+	return time.Time{}
+}

@@ -1,53 +1,73 @@
 package publisher
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // fail handles a failed send of rc: retry it, or give it up if no retry can
-// help.
+// help. A failure whose cause JetStream must be asked about parks the record
+// until the asker replies (see lookups.go); the others go on meanwhile.
 func (p *Publisher) fail(rc *rec, err error) {
 	reason, permanent := classify(err)
-	if reason == ReasonNoResponders && p.uncovered(rc.msg.Subject) {
-		if p.recreate(rc.msg.Subject) {
-			p.countRetry(ReasonNoStream)
-			p.pushRetry(rc)
-			return
-		}
-		reason, permanent = ReasonNoStream, true
-		err = fmt.Errorf("no stream covers subject %s", rc.msg.Subject) // formatted: a copy
-	}
 	if permanent {
 		p.giveUp(rc, reason, err)
 		return
 	}
-	// No ack while JetStream demonstrably works: NATS is fine, this record
-	// is not. It is retried at once, without pausing the others, and given
-	// up after maxAttempts such failures.
-	if reason == ReasonTimeout && p.ownTimeout(rc) {
-		rc.attempts++
-		if rc.attempts >= p.o.maxAttempts {
-			p.giveUp(rc, ReasonUnacked, fmt.Errorf("no ack in %d sends while JetStream answered: %w", rc.attempts, err))
+	switch {
+	case reason == ReasonNoResponders && !p.closing:
+		// No stream listens on the subject: its leader is gone (a node
+		// down, an election), or no stream covers it.
+		if at, ok := p.noStreamAt[rc.msg.Subject]; ok && !rc.sentAt.After(at) {
+			p.giveUp(rc, ReasonNoStream, errNoStream(rc.msg.Subject))
 			return
 		}
+		// Sends to it made before this one and still unanswered went to
+		// that leader, and their answers will not come either (see
+		// voidLeaderless).
+		if p.leaderless[rc.msg.Subject] < rc.sendN {
+			p.leaderless[rc.msg.Subject] = rc.sendN
+		}
 		p.countRetry(reason)
-		p.pushRetry(rc)
+		p.cool(rc)
+		return
+	case reason == ReasonTimeout && p.ackedSendN > rc.sendN:
+		// A record sent after it was acked: NATS is fine, this record is
+		// not.
+		p.ownFailure(rc, reason, err)
+		return
+	case reason == ReasonTimeout && !p.closing && p.link.nc.IsConnected() && !time.Now().Before(p.jsQuietUntil):
+		// Nothing acked since: is JetStream there for the subject?
+		p.park(question{askAnswers, rc.msg.Subject}, rc)
 		return
 	}
 	p.countRetry(reason)
 	p.pushRetry(rc)
+	p.pause(reason, err)
+}
 
-	// One pause per round of failures: a disconnect fails everything in
-	// flight at once, and that is one failure, not thousands.
+// ownFailure handles a record's own missing ack while JetStream answers: it
+// is sent again at once, without pausing the others, and given up after
+// maxAttempts such failures.
+func (p *Publisher) ownFailure(rc *rec, reason string, err error) {
+	rc.attempts++
+	if rc.attempts >= p.o.maxAttempts {
+		p.giveUp(rc, ReasonUnacked, fmt.Errorf("no ack in %d sends while JetStream answered: %w", rc.attempts, err))
+		return
+	}
+	p.countRetry(reason)
+	p.pushRetry(rc)
+}
+
+// pause holds every send back for the backoff: one pause per round of
+// failures, since a disconnect fails everything in flight at once, and
+// that is one failure, not thousands.
+func (p *Publisher) pause(reason string, err error) {
 	now := time.Now()
 	if now.Before(p.holdUntil) {
 		return
@@ -58,6 +78,29 @@ func (p *Publisher) fail(rc *rec, err error) {
 			"inflight", len(p.inflight), "retrying", len(p.retry)-p.retryHead, "suppressed", n)
 	}
 	p.backoff = min(2*p.backoff, p.o.backoffMax)
+}
+
+// voidLeaderless fails the sends still in flight to a subject that
+// answered no responders since, as that answer does: the leader they went
+// to is gone, and their answers with it. They are sent again once a leader
+// is there (the same ids, so a copy the old leader stored is dropped),
+// instead of waiting out the ack timeout.
+func (p *Publisher) voidLeaderless() {
+	if len(p.leaderless) == 0 {
+		return
+	}
+	for n, rc := range p.inflight {
+		if last, ok := p.leaderless[rc.msg.Subject]; ok && n < last {
+			delete(p.inflight, n)
+			p.countRetry(ReasonNoResponders)
+			p.cool(rc)
+		}
+	}
+	clear(p.leaderless)
+}
+
+func errNoStream(subj string) error {
+	return fmt.Errorf("no stream covers subject %s", subj) // formatted: a copy
 }
 
 func (p *Publisher) countRetry(reason string) {
@@ -81,97 +124,6 @@ func (p *Publisher) giveUp(rc *rec, reason string, err error) {
 	}
 	rc.failed = true
 	p.finished = append(p.finished, rc)
-}
-
-// ownTimeout tells a record's own missing ack from NATS being unwell: it is
-// the record's own when a record sent after it was acked, or, with nothing
-// else acked (a quiet moment, or this record alone retried), when JetStream
-// answers for its subject: no stream covers it, or the stream covering it
-// answers an info request, so it has a leader and could have acked. While
-// NATS hangs or is away neither holds, and nothing is given up.
-func (p *Publisher) ownTimeout(rc *rec) bool {
-	if p.ackedSendN > rc.sendN {
-		return true
-	}
-	if p.closing || !p.link.nc.IsConnected() || time.Now().Before(p.jsQuietUntil) {
-		return false
-	}
-	if v, ok := p.streamAnswers[rc.msg.Subject]; ok {
-		return v
-	}
-	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
-	defer cancel()
-	name, err := p.link.js.StreamNameBySubject(ctx, rc.msg.Subject)
-	v := errors.Is(err, jetstream.ErrStreamNotFound)
-	if err == nil {
-		_, err = p.link.js.Stream(ctx, name)
-		v = err == nil
-	}
-	if !v {
-		// JetStream does not answer: every timeout for a while is NATS's,
-		// and asking again for each would stall the loop.
-		p.jsQuietUntil = time.Now().Add(p.o.ackTimeout)
-	}
-	p.streamAnswers[strings.Clone(rc.msg.Subject)] = v // the subject points into a reused buffer
-	return v
-}
-
-// recreate creates again the kept stream (WithStreams) that covers subj,
-// once a round: true when it exists again, so that records to subj are
-// sent again rather than given up. It runs on the run goroutine, which
-// owns the connection's error handler that EnsureStream chains to.
-func (p *Publisher) recreate(subj string) bool {
-	if p.closing {
-		return false
-	}
-	i := slices.IndexFunc(p.o.streams, func(c StreamConfig) bool {
-		return slices.ContainsFunc(c.Subjects, func(f string) bool { return server.SubjectMatchesFilter(subj, f) })
-	})
-	if i < 0 {
-		return false
-	}
-	cfg := p.o.streams[i]
-	if ok, tried := p.recreated[cfg.Name]; tried {
-		return ok
-	}
-	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
-	defer cancel()
-	_, err := EnsureStream(ctx, p.link.js, cfg)
-	p.recreated[cfg.Name] = err == nil
-	if err != nil {
-		if n, ok := p.failLog.allow(time.Now()); ok {
-			p.log.Error("no stream for the subject, and setting it up again failed", "stream", cfg.Name, "subject", strings.Clone(subj), "err", err, "suppressed", n)
-		}
-		return false
-	}
-	// Gone, or edited to leave the subject out: EnsureStream creates it or
-	// puts its subjects back.
-	p.log.Warn("no stream for the subject; set the stream up again", "stream", cfg.Name, "subject", strings.Clone(subj), "subjects", cfg.Subjects)
-	// The other records of this round to its subjects are sent again too.
-	for s, gone := range p.noStream {
-		if gone && slices.ContainsFunc(cfg.Subjects, func(f string) bool { return server.SubjectMatchesFilter(s, f) }) {
-			p.noStream[s] = false
-		}
-	}
-	return true
-}
-
-// uncovered asks the server whether any stream covers subj; no responders
-// also happens while a server restarts or a stream elects a leader, and those
-// are worth waiting for. Answers are kept for one round of results.
-func (p *Publisher) uncovered(subj string) bool {
-	if p.closing {
-		return false
-	}
-	if v, ok := p.noStream[subj]; ok {
-		return v
-	}
-	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
-	_, err := p.link.js.StreamNameBySubject(ctx, subj)
-	cancel()
-	v := errors.Is(err, jetstream.ErrStreamNotFound)
-	p.noStream[strings.Clone(subj)] = v // subj points into a reused buffer
-	return v
 }
 
 func classify(err error) (reason string, permanent bool) {

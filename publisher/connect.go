@@ -36,7 +36,8 @@ type ConnectOptions struct {
 // the first connection succeeds it keeps trying while no server is reachable
 // (a sidecar may start before NATS does), and gives up when ctx ends; an
 // auth or TLS failure returns at once. Disconnects and reconnects are logged
-// once each, without credentials.
+// once each, without credentials. A publish while it reconnects fails at
+// once (nats.ReconnectBufSize(-1)), as the Publisher needs.
 func Connect(ctx context.Context, servers string, opts ConnectOptions) (*nats.Conn, error) {
 	log := opts.Logger
 	if log == nil {
@@ -74,6 +75,12 @@ func (o ConnectOptions) natsOptions(log *slog.Logger) ([]nats.Option, error) {
 	nopts := []nats.Option{
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
+		// A publish while the connection is down fails at once instead of
+		// waiting in a buffer that is written out when it is back, however
+		// long after: by then the publisher has given that send up for
+		// lost, and a record first stored longer ago than the stream's
+		// duplicate window would be stored again (see New).
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: our own Close, which ClosedHandler reports
 				log.Warn("nats disconnected", "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,11 +19,13 @@ import (
 // found there is finished as an acked duplicate. Records never sent are not
 // at risk and are never looked up.
 
-// dedupState is what the check keeps between rounds.
+// dedupState is what the check keeps between checks. The asker goroutine
+// alone uses the caches; the run goroutine alone the failure count.
 type dedupState struct {
 	streams  map[string]string        // subject → the stream that covers it
 	windows  map[string]time.Duration // stream → its duplicate window
-	failures int                      // lookups failed in a row
+	gen      uint64                   // the link the caches were learnt on
+	failures int                      // checks failed in a row
 	log      logLimiter
 }
 
@@ -30,6 +33,14 @@ func (d *dedupState) init() {
 	d.streams = make(map[string]string)
 	d.windows = make(map[string]time.Duration)
 	d.log.every = 5 * time.Second
+}
+
+// storedCheck is a check handed to the asker: the records, taken from the
+// retries and parked meanwhile, and what it found.
+type storedCheck struct {
+	recs    []*rec
+	stored  map[*rec]bool
+	failure error
 }
 
 // Bounds of one scan: past them the records are sent again, and a duplicate
@@ -45,32 +56,73 @@ const (
 	dedupClockSlack = 2 * time.Second
 )
 
-// checkStored looks up, in one scan per stream, the retries whose first send
-// is older than three quarters of their stream's window. When JetStream
-// cannot say (it is starting, or busy), sending pauses as after a failed
-// publish, a few times; after that the records are sent anyway, since a
-// lookup that keeps failing (a user who may not make consumers) must not
-// hold them for ever.
+// checkStored hands the asker the retries sent before (the others were
+// never stored, so cannot be stored twice), to be looked up in one scan
+// per stream if their first send is older than three quarters of their
+// stream's window. They wait, parked, while the others are sent: a scan
+// can take many seconds. One check is under way at a time; retries added
+// meanwhile are checked after it.
 func (p *Publisher) checkStored() {
 	p.checkDue = false
 	if p.closing {
 		return
 	}
 	now := time.Now()
-	var byStream map[string][]*rec
-	var failure error
+	j := p.retryHead
 	for _, rc := range p.retry[p.retryHead:] {
 		// The server allows no window under 100ms: younger records are safe
 		// without asking anything.
-		if rc.firstSent.IsZero() || now.Sub(rc.firstSent) < 75*time.Millisecond {
+		if !rc.firstSent.IsZero() && now.Sub(rc.firstSent) >= 75*time.Millisecond {
+			p.toCheck = append(p.toCheck, rc)
 			continue
 		}
-		stream, window, err := p.windowFor(rc.msg.Subject)
+		p.retry[j] = rc
+		j++
+	}
+	clear(p.retry[j:])
+	p.retry = p.retry[:j]
+	p.startCheck()
+}
+
+// startCheck hands the records waiting for a check to the asker, unless a
+// check is under way: they wait for the next, parked.
+func (p *Publisher) startCheck() {
+	if _, asked := p.parked[storedQuestion]; asked || len(p.toCheck) == 0 {
+		return
+	}
+	recs := slices.Clone(p.toCheck)
+	clear(p.toCheck)
+	p.toCheck = p.toCheck[:0]
+	p.ask.mu.Lock()
+	p.ask.check = storedCheck{recs: recs}
+	p.ask.mu.Unlock()
+	p.askOnce(storedQuestion)
+	p.parked[storedQuestion] = recs
+}
+
+// storedQuestion parks the records of the dedup check under way.
+var storedQuestion = question{kind: askStored}
+
+// lookUpStored runs the check on the asker goroutine: the records are
+// parked, so the run goroutine does not touch them meanwhile.
+func (p *Publisher) lookUpStored(c *storedCheck) {
+	l := p.cur.Load()
+	d := &p.dedup
+	if d.gen != l.gen {
+		// A new connection: what it says is learnt again.
+		clear(d.streams)
+		clear(d.windows)
+		d.gen = l.gen
+	}
+	now := time.Now()
+	var byStream map[string][]*rec
+	for _, rc := range c.recs {
+		stream, window, err := p.windowFor(l, rc.msg.Subject)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue // nothing stores it, so nothing can store it twice
 		}
 		if err != nil {
-			failure = err
+			c.failure = err
 			continue
 		}
 		if now.Sub(rc.firstSent) < window-window/4 {
@@ -81,17 +133,16 @@ func (p *Publisher) checkStored() {
 		}
 		byStream[stream] = append(byStream[stream], rc)
 	}
-	var stored map[*rec]bool
 	for stream, recs := range byStream {
-		found, scanned, err := p.scanStream(stream, recs)
+		found, scanned, err := p.scanStream(l, stream, recs)
 		for _, rc := range found {
-			if stored == nil {
-				stored = make(map[*rec]bool)
+			if c.stored == nil {
+				c.stored = make(map[*rec]bool)
 			}
-			stored[rc] = true
+			c.stored[rc] = true
 		}
 		if err != nil {
-			failure = fmt.Errorf("scan stream %s after %d messages: %w", stream, scanned, err)
+			c.failure = fmt.Errorf("scan stream %s after %d messages: %w", stream, scanned, err)
 			continue
 		}
 		// The scan covered every copy sent until now.
@@ -99,15 +150,37 @@ func (p *Publisher) checkStored() {
 			rc.firstSent = now
 		}
 	}
-	p.finishStored(stored)
-	if failure == nil {
+}
+
+// settleStored ends the records the check found in the stream as acked
+// duplicates and puts the others back with the retries. When JetStream
+// could not say (it is starting, or busy), sending pauses as after a
+// failed publish and they are checked again, a few times; after that they
+// are sent anyway, since a lookup that keeps failing (a user who may not
+// make consumers) must not hold them for ever.
+func (p *Publisher) settleStored(c storedCheck, recs []*rec) {
+	n := 0
+	for _, rc := range recs {
+		if c.stored[rc] {
+			p.finishAcked(rc, true, time.Now())
+			n++
+			continue
+		}
+		p.retry = append(p.retry, rc)
+		p.retrySort = true
+	}
+	if n > 0 {
+		p.log.Info("events sent before an outage were found stored; not sending them again", "count", n)
+	}
+	defer p.startCheck()
+	if c.failure == nil {
 		p.dedup.failures = 0
 		return
 	}
 	p.dedup.failures++
 	hold := p.dedup.failures <= dedupMaxFailures
 	if n, ok := p.dedup.log.allow(time.Now()); ok {
-		p.log.Warn("could not look up events sent before an outage", "err", failure,
+		p.log.Warn("could not look up events sent before an outage", "err", c.failure,
 			"failures", p.dedup.failures, "sending_anyway", !hold, "suppressed", n)
 	}
 	if !hold {
@@ -115,36 +188,17 @@ func (p *Publisher) checkStored() {
 		return
 	}
 	p.checkDue = true
-	p.holdUntil = now.Add(p.backoff)
+	p.holdUntil = time.Now().Add(p.backoff)
 	p.backoff = min(2*p.backoff, p.o.backoffMax)
 }
 
-// finishStored ends the retries found in the stream as acked duplicates.
-func (p *Publisher) finishStored(stored map[*rec]bool) {
-	if len(stored) == 0 {
-		return
-	}
-	j := p.retryHead
-	for _, rc := range p.retry[p.retryHead:] {
-		if stored[rc] {
-			p.finishAcked(rc, true, time.Now())
-			continue
-		}
-		p.retry[j] = rc
-		j++
-	}
-	clear(p.retry[j:])
-	p.retry = p.retry[:j]
-	p.log.Info("events sent before an outage were found stored; not sending them again", "count", len(stored))
-}
-
 // windowFor returns the stream covering subj and its duplicate window.
-func (p *Publisher) windowFor(subj string) (stream string, window time.Duration, err error) {
+func (p *Publisher) windowFor(l *link, subj string) (stream string, window time.Duration, err error) {
 	d := &p.dedup
 	stream, ok := d.streams[subj]
 	if !ok {
 		ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
-		name, err := p.link.js.StreamNameBySubject(ctx, subj)
+		name, err := l.js.StreamNameBySubject(ctx, subj)
 		cancel()
 		if err != nil {
 			return "", 0, fmt.Errorf("stream for %s: %w", subj, err)
@@ -162,7 +216,7 @@ func (p *Publisher) windowFor(subj string) (stream string, window time.Duration,
 		return stream, window, nil
 	}
 	ctx, cancel := context.WithTimeout(p.life, p.o.ackTimeout)
-	s, err := p.link.js.Stream(ctx, stream)
+	s, err := l.js.Stream(ctx, stream)
 	cancel()
 	if err != nil {
 		return "", 0, fmt.Errorf("stream %s: %w", stream, err)
@@ -177,10 +231,10 @@ func (p *Publisher) windowFor(subj string) (stream string, window time.Duration,
 
 // scanStream reads the headers of stream's messages stored since the
 // earliest first send of recs, and returns the recs whose ids it holds.
-func (p *Publisher) scanStream(stream string, recs []*rec) (found []*rec, scanned int, err error) {
+func (p *Publisher) scanStream(l *link, stream string, recs []*rec) (found []*rec, scanned int, err error) {
 	ctx, cancel := context.WithTimeout(p.life, dedupScanTimeout)
 	defer cancel()
-	s, err := p.link.js.Stream(ctx, stream)
+	s, err := l.js.Stream(ctx, stream)
 	if err != nil {
 		return nil, 0, err
 	}

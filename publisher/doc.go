@@ -17,6 +17,11 @@
 //     async errors; or no ack in [WithMaxAttempts] sends while JetStream
 //     answers) is given up without pausing the others. While NATS as a whole
 //     is away or silent nothing is given up.
+//   - A stream leader lost costs the election. The sends the old leader
+//     took with it are sent again as soon as a later send to their subject
+//     is answered (no responders during the election, an ack after it),
+//     not after the ack timeout; the run goroutine never waits for a
+//     question to JetStream, so one stream's trouble stalls no other.
 //   - A connection nats.go gives up on is replaced ([WithRedial]); the
 //     buffer is kept and re-sent on the new one. [Publisher.Healthy] tells a
 //     liveness probe when no new connection can be made.
@@ -24,7 +29,8 @@
 //     event seen on two overlapping sockets, by two replicas or in a retry
 //     collapses in the stream's duplicate window. A record first sent longer
 //     ago than that window (an outage of minutes) is looked up in the stream
-//     before it is sent again.
+//     before it is sent again, and no send waits out an outage in nats.go's
+//     reconnect buffer to land unchecked after it (see [New]).
 //   - Backpressure, never drops. Publish blocks while the buffer of
 //     accepted-but-unacknowledged records is full and returns ctx.Err() if
 //     the caller gives up. The buffer counts what records take in memory,

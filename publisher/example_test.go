@@ -65,7 +65,9 @@ func Example_replay() {
 }
 
 func publishSamples(url string) {
-	nc, err := nats.Connect(url)
+	// A publisher's connection refuses publishes while it reconnects (see
+	// New); publisher.Connect makes it so.
+	nc, err := nats.Connect(url, nats.ReconnectBufSize(-1))
 	if err != nil {
 		panic(err)
 	}

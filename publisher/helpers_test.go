@@ -109,10 +109,13 @@ func (e *env) stop(t testing.TB) {
 	waitFor(t, 10*time.Second, "client to see the disconnect", func() bool { return !e.nc.IsConnected() })
 }
 
-// restart starts the server again on the same port and store.
+// restart starts the server again on the same port and store, and waits
+// for the test's connection to be back: until it is, it refuses requests
+// (see Connect).
 func (e *env) restart(t testing.TB) {
 	t.Helper()
 	e.srv = startServer(t, e.dir, e.srv.Addr())
+	waitFor(t, 10*time.Second, "the test's connection to be back", e.nc.IsConnected)
 }
 
 func newPublisher(t testing.TB, js jetstream.JetStream, opts ...Option) *Publisher {

@@ -9,9 +9,35 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// loop is the state of the run goroutine (and of Close once run has ended):
-// no lock guards it.
+// loop is the state of sending, settling and retrying. sendMu guards all
+// of it: the run goroutine holds it while it works, Publish while it sends
+// a record inline (see sendInline), and Close once run has ended. It is
+// made of parts that say what each field is for.
 type loop struct {
+	// link is the connection in use. Only run replaces it (swap, under
+	// sendMu), so run may read it without sendMu; an inline send reads it
+	// under sendMu; Healthy, Conn and the asker read cur instead.
+	link *link
+	sends
+	retries
+	pacing
+	round
+	parking // records waiting for the asker, see lookups.go
+	dedup   dedupState
+	redialState
+	// closing: Close is draining the last outcomes: ask the server nothing.
+	closing  bool
+	lastTrim time.Time // when the free list was last trimmed
+	// lazy wakes run to collect the acks that did not wake it (see run)
+	// while records are in flight; lazyArmed says it is set.
+	lazy      *time.Timer
+	lazyArmed bool
+	failLog   logLimiter
+	retryLog  logLimiter
+}
+
+// sends numbers the sends and keeps those awaiting an answer.
+type sends struct {
 	// inflight holds the records sent and not yet answered, by the send
 	// number their answer replies to (see ackInbox). A send that was
 	// settled otherwise (timed out, voided by a reconnect, denied) leaves
@@ -23,46 +49,58 @@ type loop struct {
 	oldestSent uint64
 	// voidUpTo: sends up to this number went out on a connection that
 	// dropped since; their answers will never come (see voidInFlight).
-	voidUpTo  uint64
-	retry     []*rec // failed, to be sent again in acceptance order
-	retryHead int
-	retrySort bool
-	checkDue  bool // retries were added since the last dedup check
-	holdUntil time.Time
-	backoff   time.Duration
+	voidUpTo uint64
 	// sendN counts sends; ackedSendN is the highest sendN acked. A timeout of
 	// a record sent before an acked one is that record's own failure.
 	sendN, ackedSendN uint64
-	finished          []*rec
-	batch             []*rec
-	answers           []*nats.Msg // per round: collected from the ack inbox
-	refused           []refusal   // per round: answers that were errors
-	spare             []sendError
-	spareDenials      []denial
-	noStream          map[string]bool // per round: no stream covers the subject
-	recreated         map[string]bool // per round: kept streams created again (true) or not (false)
-	streamAnswers     map[string]bool // per round: JetStream answers for the subject
-	jsQuietUntil      time.Time       // JetStream did not answer: do not ask again before
-	dedup             dedupState
-	closing           bool // Close is draining the last outcomes: ask the server nothing
-	lastTrim          time.Time
-	redialing         bool
-	// lazy wakes run to collect the acks that did not wake it (see run)
-	// while records are in flight; lazyArmed says it is set.
-	lazy         *time.Timer
-	lazyArmed    bool
+}
+
+// retries are the records that failed, to be sent again in acceptance
+// order before any new one.
+type retries struct {
+	retry     []*rec
+	retryHead int
+	retrySort bool // appended to since sorted
+	checkDue  bool // retries were added since the last dedup check
+}
+
+// pacing is when sending may go on after failures.
+type pacing struct {
+	holdUntil    time.Time     // every send waits until then (see pause)
+	backoff      time.Duration // the next pause
+	jsQuietUntil time.Time     // JetStream did not answer: do not ask again before
+}
+
+// round is scratch for one round of settling, kept for reuse.
+type round struct {
+	finished     []*rec      // acked or given up: to release
+	batch        []*rec      // taken to send
+	answers      []*nats.Msg // collected from the ack inbox
+	refused      []refusal   // answers that were errors
+	spare        []sendError
+	spareDenials []denial
+	// leaderless: the subjects answered no responders, with the latest
+	// such send (see voidLeaderless).
+	leaderless map[string]uint64
+	// overtaken: the subjects whose acks overtook an earlier send still
+	// unanswered, with the latest such send (see resendOvertaken).
+	overtaken map[string]uint64
+}
+
+// redialState is a redial in progress (see watchLink).
+type redialState struct {
+	redialing    bool
 	redialCancel context.CancelFunc
-	failLog      logLimiter
-	retryLog     logLimiter
 }
 
 func (l *loop) init(o options) {
 	l.inflight = make(map[uint64]*rec, o.maxInFlight)
 	l.oldestSent = 1
 	l.backoff = o.backoffMin
-	l.noStream = make(map[string]bool)
-	l.recreated = make(map[string]bool)
-	l.streamAnswers = make(map[string]bool)
+	l.leaderless = make(map[string]uint64)
+	l.overtaken = make(map[string]uint64)
+	l.parked = make(map[question][]*rec)
+	l.noStreamAt = make(map[string]time.Time)
 	l.dedup.init()
 	l.failLog.every = time.Second
 	l.retryLog.every = 5 * time.Second
@@ -98,6 +136,9 @@ func (p *Publisher) run() {
 			wait = trim
 		}
 		if due := p.ackDue(); due > 0 && (wait == 0 || due < wait) {
+			wait = due
+		}
+		if due := p.coolDue(); due > 0 && (wait == 0 || due < wait) {
 			wait = due
 		}
 		if wait > 0 {
@@ -227,28 +268,35 @@ func (p *Publisher) send() time.Duration {
 		if len(batch) == 0 {
 			return 0
 		}
-		hold := p.holdUntil
-		now := time.Now()
-		for i, rc := range batch {
-			if !p.holdUntil.Equal(hold) {
-				// A failure started a pause: the rest waits with the retries,
-				// still in order, without counting as retried.
-				p.pushRetry(batch[i:]...)
-				break
-			}
-			p.sendN++
-			rc.sendN, rc.sentAt = p.sendN, now
-			if rc.firstSent.IsZero() {
-				rc.firstSent = now
-			}
-			p.inflight[rc.sendN] = rc
-			if err := p.transmit(rc); err != nil {
-				delete(p.inflight, rc.sendN)
-				p.fail(rc, err)
-			}
-		}
-		clear(batch)
+		p.sendBatch(batch)
 	}
+}
+
+// sendBatch sends batch, once send has found the connection up. The
+// connection can drop while it sends: nats.go then refuses the rest (see
+// Connect), rather than hold them for the reconnect.
+func (p *Publisher) sendBatch(batch []*rec) {
+	hold := p.holdUntil
+	now := time.Now()
+	for i, rc := range batch {
+		if !p.holdUntil.Equal(hold) {
+			// A failure started a pause: the rest waits with the retries,
+			// still in order, without counting as retried.
+			p.pushRetry(batch[i:]...)
+			break
+		}
+		p.sendN++
+		rc.sendN, rc.sentAt = p.sendN, now
+		if rc.firstSent.IsZero() {
+			rc.firstSent = now
+		}
+		p.inflight[rc.sendN] = rc
+		if err := p.transmit(rc); err != nil {
+			delete(p.inflight, rc.sendN)
+			p.fail(rc, err)
+		}
+	}
+	clear(batch)
 }
 
 // next takes up to n records to send: the oldest retries first.

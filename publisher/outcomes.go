@@ -55,12 +55,10 @@ func (p *Publisher) processResults(first *nats.Msg) {
 	}()
 	now := time.Now()
 	if len(answers) == 0 && len(errs) == 0 && len(denials) == 0 &&
-		p.voidUpTo < p.oldestSent && !p.overdue(now) {
+		p.voidUpTo < p.oldestSent && !p.overdue(now) && !p.repliesWaiting() &&
+		(len(p.cooling) == 0 || now.Before(p.cooling[0].until)) {
 		return
 	}
-	clear(p.noStream)
-	clear(p.recreated)
-	clear(p.streamAnswers)
 	p.settleAnswers(answers, now)
 	gen := p.link.gen
 	for _, e := range errs {
@@ -69,9 +67,14 @@ func (p *Publisher) processResults(first *nats.Msg) {
 			p.fail(rc, e.err)
 		}
 	}
+	p.voidLeaderless()
 	p.voidInFlight()
 	p.expire(now)
 	p.failDenied(denials)
+	p.resendOvertaken(now)
+	if !p.closing {
+		p.settleReplies(now)
+	}
 	p.inFlightN.Store(int64(len(p.inflight)))
 }
 
@@ -93,6 +96,9 @@ func (p *Publisher) settleAnswers(answers []*nats.Msg, now time.Time) {
 		}
 		delete(p.inflight, n)
 		p.ackedSendN = max(p.ackedSendN, n)
+		if old := p.oldestInFlight(); old != nil && old.sendN < n && p.overtaken[rc.msg.Subject] < n {
+			p.overtaken[rc.msg.Subject] = n // the string lives until the round's records are released
+		}
 		p.finishAcked(rc, duplicate, now)
 	}
 	for _, r := range refused {
@@ -103,6 +109,30 @@ func (p *Publisher) settleAnswers(answers []*nats.Msg, now time.Time) {
 	}
 	clear(refused)
 	p.refused = refused[:0]
+}
+
+// overtakenGrace is how long a send whose answer is overtaken waits
+// before it is taken for lost: long enough for what the server reports
+// apart from the answers (a permission violation) to come in first.
+const overtakenGrace = 200 * time.Millisecond
+
+// resendOvertaken sends again the sends still unanswered when a later send
+// to the same subject was acked: a stream answers its sends in order, so
+// those went to a leader that is gone (shut down, or stepped down) and
+// their answers with it. They are sent again now, with the same ids,
+// instead of waiting out the ack timeout; each such send counts as the
+// record's own failure (see ownFailure).
+func (p *Publisher) resendOvertaken(now time.Time) {
+	if len(p.overtaken) == 0 {
+		return
+	}
+	for n, rc := range p.inflight {
+		if last, ok := p.overtaken[rc.msg.Subject]; ok && n < last && now.Sub(rc.sentAt) >= overtakenGrace {
+			delete(p.inflight, n)
+			p.ownFailure(rc, ReasonTimeout, jetstream.ErrAsyncPublishTimeout)
+		}
+	}
+	clear(p.overtaken)
 }
 
 // collectAnswers takes what the ack inbox holds now (more keeps coming; the

@@ -97,13 +97,44 @@ type Observer struct {
 // that had been stored already. A record that fails on its own (denied, or
 // never acked while others are) neither pauses the others nor stays for
 // ever.
+//
+// A stream that loses its leader costs its records the election, not the ack
+// timeout: sends answered "no responders" wait a short pause, alone, and
+// are sent again, and the sends still unanswered to the same subject
+// (which went to the lost leader) with them; a send still unanswered when a
+// later send to its subject is acked is sent again at once. What a failure
+// needs to ask JetStream (is a stream there, does it answer, which records
+// an outage's retries find stored) is asked on goroutines of their own:
+// the run goroutine never waits for JetStream.
 type Publisher struct {
-	o   options
+	o   options // set by New, read only after
 	log *slog.Logger
 
-	link *link                // the connection in use; owned by the run goroutine
-	cur  atomic.Pointer[link] // the same, for Publish, Healthy and Conn
+	cur atomic.Pointer[link] // loop.link, for Publish, Healthy and Conn
 
+	buffer  // what Publish accepted: guarded by its mu
+	results // outcomes handed to run by other goroutines: guarded by resMu
+
+	// sendMu guards loop. The run goroutine holds it while it works and
+	// Publish takes it, never waiting, to send a record itself while run
+	// sleeps (see sendInline).
+	sendMu sync.Mutex
+	loop   // see loop.go
+
+	freeList // finished records kept for reuse, see record.go: guarded by freeMu
+
+	// ask is shared with the asker goroutine, which asks JetStream what
+	// some failures need to know, off the run goroutine (lookups.go).
+	ask asker
+
+	health // atomics, for Healthy; redialed hands over a new link
+
+	lifecycle
+	counters // atomics, for Stats
+}
+
+// buffer is what Publish accepted and has not been released; mu guards it.
+type buffer struct {
 	mu        sync.Mutex
 	queue     fifo // accepted, never sent
 	bufBytes  int64
@@ -115,7 +146,11 @@ type Publisher struct {
 	flushes   []*flushWaiter
 	// notStored counts records failed for good that no Flush has reported.
 	notStored int
+}
 
+// results are outcomes other goroutines hand to run; resMu guards the
+// slices. wake and waiting are safe to use without it.
+type results struct {
 	resMu    sync.Mutex
 	sendErrs []sendError // inline sends nats.go refused
 	denials  []denial    // permission violations the connection reported
@@ -123,31 +158,37 @@ type Publisher struct {
 	// waiting counts Flush, Close and Publish calls waiting for the buffer
 	// to drain: while any waits, every ack wakes the run goroutine.
 	waiting atomic.Int32
+}
 
-	// sendMu guards loop. The run goroutine holds it while it works and
-	// Publish takes it, never waiting, to send a record itself while run
-	// sleeps (see sendInline).
-	sendMu sync.Mutex
-	loop   // the run goroutine's state, see loop.go
-
-	// Finished records kept for reuse, see record.go.
+// freeList holds finished records for reuse; freeMu guards it.
+type freeList struct {
 	freeMu    sync.Mutex
 	free      []*rec
 	freeBytes int64
 	retain    int64
+}
 
+// health is the connection's state as Healthy sees it, and the redial's
+// hand-over to run.
+type health struct {
 	redialed    chan *link
 	bg          sync.WaitGroup // redial goroutines
 	closedSince atomic.Int64   // unix nanos the connection was found closed; 0: it is not
 	redialErr   atomic.Pointer[string]
+}
 
-	// life ends when Close stops the run goroutine, cutting short its
-	// requests to the server (lookups, scans, redials).
+// lifecycle: life ends when Close stops the run goroutine, cutting short
+// its requests to the server (lookups, scans, redials); quit stops run,
+// which closes done as it returns.
+type lifecycle struct {
 	life context.Context
 	stop context.CancelFunc
 	quit chan struct{}
 	done chan struct{}
+}
 
+// counters are the Stats, kept as atomics so Stats takes no lock.
+type counters struct {
 	accepted, acked, dups, retried, failed, rejected atomic.Uint64
 	inFlightN, bufferedN, bufBytesN                  atomic.Int64
 }
@@ -161,6 +202,13 @@ type flushWaiter struct {
 // New starts a Publisher on the connection of js, honouring its domain or API
 // prefix. It uses an async-publish context of its own, so its limits and
 // handlers do not touch other users of js.
+//
+// The connection should refuse publishes while it reconnects, as those
+// [Connect] makes do (nats.ReconnectBufSize(-1)). nats.go otherwise keeps
+// them and writes them out when it is back, after the publisher has given
+// them up for lost: a record first stored longer ago than the stream's
+// duplicate window is then stored twice. New logs a warning for a
+// connection that keeps them.
 func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 	if js == nil {
 		return nil, errors.New("new publisher: nil JetStream")
@@ -172,13 +220,13 @@ func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 		}
 	}
 	p := &Publisher{
-		o:        o,
-		log:      o.log,
-		wake:     make(chan struct{}, 1),
-		retain:   o.bufferBytes,
-		redialed: make(chan *link, 1),
-		quit:     make(chan struct{}),
-		done:     make(chan struct{}),
+		o:         o,
+		log:       o.log,
+		results:   results{wake: make(chan struct{}, 1)},
+		freeList:  freeList{retain: o.bufferBytes},
+		ask:       asker{wake: make(chan struct{}, 1), done: make(chan struct{})},
+		health:    health{redialed: make(chan *link, 1)},
+		lifecycle: lifecycle{quit: make(chan struct{}), done: make(chan struct{})},
 	}
 	p.life, p.stop = context.WithCancel(context.Background())
 	p.loop.init(o)
@@ -191,7 +239,12 @@ func New(js jetstream.JetStream, opts ...Option) (*Publisher, error) {
 	}
 	p.link = l
 	p.cur.Store(l)
+	if n := l.nc.Opts.ReconnectBufSize; n >= 0 {
+		p.log.Warn("the nats connection keeps publishes made while it reconnects; an event can then be stored twice after an outage (set nats.ReconnectBufSize(-1), as publisher.Connect does)",
+			"reconnect_buf_size", n)
+	}
 	go p.run()
+	go p.runAsker()
 	return p, nil
 }
 
@@ -344,6 +397,7 @@ func (p *Publisher) Close(ctx context.Context) (unflushed int, err error) {
 	close(p.quit)
 	p.stop()
 	<-p.done
+	<-p.ask.done
 	// Acks that came in as ctx ended still count. The run goroutine is
 	// gone, and Publish sends nothing more (closed), once a send it began
 	// before Close has let go of the lock.

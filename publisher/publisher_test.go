@@ -656,6 +656,7 @@ func TestTemporary(t *testing.T) {
 		{fmt.Errorf("look up stream GENESYS: %w", context.DeadlineExceeded), true},
 		{nats.ErrTimeout, true},
 		{nats.ErrConnectionReconnecting, true},
+		{fmt.Errorf("look up stream GENESYS: %w", nats.ErrReconnectBufExceeded), true},
 		{apiErr(503, 10008, "JetStream system temporarily unavailable"), true},
 		{apiErr(500, 10009, "JetStream cluster can not handle request"), true},
 		{apiErr(400, 10005, "no suitable peers for placement, peer offline"), true},

@@ -154,8 +154,6 @@ func (p *Publisher) swap(l *link) {
 	}
 	p.oldestSent = p.sendN + 1
 	p.voidUpTo = 0
-	clear(p.dedup.streams)
-	clear(p.dedup.windows)
 	p.inFlightN.Store(0)
 	p.holdUntil = time.Time{}
 	p.backoff = p.o.backoffMin

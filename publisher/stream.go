@@ -101,7 +101,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 // request, which would only time out, and look like a cluster not ready.
 // It chains to the connection's error handler until stop; nothing else may
 // set that handler meanwhile: EnsureStream runs before a Publisher attaches
-// its own, or on the Publisher's run goroutine, which alone sets it.
+// its own, or on the Publisher's asker, one at a time (see recreate), on
+// the connection in use, whose handler the Publisher sets only when it
+// lets go of it for a redialled one.
 func failOnAPIDenial(ctx context.Context, nc *nats.Conn) (context.Context, func()) {
 	if nc == nil {
 		return ctx, func() {}
@@ -134,7 +136,8 @@ func Temporary(err error) bool {
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
-		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting):
+		errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, nats.ErrReconnectBufExceeded): // a request while the connection is down
 		return true
 	case errors.As(err, &apiErr):
 		switch apiErr.ErrorCode {
