@@ -2,6 +2,7 @@ package publisher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -164,7 +165,14 @@ func readAll(t testing.TB, js jetstream.JetStream, stream string) []storedMsg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream)
+	// A cluster node just started may take the test's connection before its
+	// JetStream answers: no responders, until it does.
+	var s jetstream.Stream
+	var err error
+	waitFor(t, 30*time.Second, "JetStream answering the test's connection", func() bool {
+		s, err = js.Stream(ctx, stream)
+		return !errors.Is(err, nats.ErrNoResponders)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
