@@ -230,8 +230,16 @@ type Server struct {
 	// meanwhile, ahead of it.
 	pongDelay      time.Duration
 	rejectedTopics map[string]topicRejection
-	rec            record
-	stats          Stats
+	// dropNew more new sockets are ended at their dial, dropWhen says
+	// where (DropNewSockets).
+	dropNew  int
+	dropWhen DialDrop
+	// cov, when not nil, records coverage (TrackCoverage); cause names
+	// what the state changes under way are due to (becauseLocked).
+	cov   *coverage
+	cause Cause
+	rec   record
+	stats Stats
 }
 
 // New builds a server; it serves nothing until Start, Serve or
@@ -437,6 +445,7 @@ func (s *Server) now() time.Time { return time.Now().Add(s.opts.ClockOffset) }
 func (s *Server) changedLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
+	s.noteCoverageLocked()
 }
 
 // kickJanitor makes the janitor recompute its next deadline.
@@ -480,7 +489,9 @@ func (s *Server) sweepLocked(now time.Time) time.Time {
 	}
 	for v, tk := range s.tokens {
 		if !now.Before(tk.expires) {
+			restore := s.becauseLocked(causeTokenExpired)
 			s.expireTokenLocked(v)
+			restore()
 			continue
 		}
 		sooner(tk.expires)
@@ -488,7 +499,9 @@ func (s *Server) sweepLocked(now time.Time) time.Time {
 	for _, ch := range s.channels {
 		if !now.Before(ch.expires) {
 			s.stats.ChannelsExpired++
+			restore := s.becauseLocked(causeLifetime)
 			s.killChannelLocked(ch, "channel expired")
+			restore()
 			continue
 		}
 		sooner(ch.expires)
