@@ -122,9 +122,22 @@ const (
 	// subscribed at the next refresh, which the bound is counted from.
 	chaosRefresh = time.Second
 	// chaosRefusalTail: after a run of refused or failed requests the
-	// sidecar retries with a doubling backoff from 200-250 ms, so its
-	// next try comes within about twice the run's length; at least this.
+	// sidecar retries with a doubling backoff from 200-250 ms drawn with
+	// full jitter, so its next try comes about as long again after the
+	// run as the run lasted; at least this.
 	chaosRefusalTail = 2 * time.Second
+	// chaosReadyBlind is how long the sidecar may say it is ready while a
+	// topic of the org has no receiving socket, beyond what hindered it:
+	// a stalled socket is noticed after GCNATS_HEARTBEAT_TIMEOUT (3 s),
+	// and a topic the org gained waits for the next refresh (1 s); 2 s
+	// more for a loaded machine. A socket that ended unnoticed keeps the
+	// sidecar ready and blind until the next rotation, up to 10 s.
+	chaosReadyBlind = chaosStallNotice + 2*time.Second
+	// chaosHitExcuse: a handover empties the old channel a REST call
+	// after it promotes the new one; a fault that ended the new one in
+	// between leaves the topics nowhere, through no fault of the
+	// sidecar's. A REST call takes well under this even under load.
+	chaosHitExcuse = 2 * time.Second
 )
 
 // topicLife is when the org had a topic: from its queue or user being
@@ -268,15 +281,19 @@ func (c *chaos) refreshInHandover(s step) {
 			case <-ctx.Done():
 			}
 		}()
+		// A handover: a channel made while another, connected, holds
+		// the topics.
 		var made simulator.ChannelInfo
 		err := sim.Wait(ctx, func(snap simulator.Snapshot) bool {
+			made = simulator.ChannelInfo{}
+			live := false
 			for _, ch := range snap.Channels {
-				if !known[ch.ID] {
+				if !known[ch.ID] && made.ID == "" {
 					made = ch
-					return true
 				}
+				live = live || (known[ch.ID] && ch.Connected && len(ch.Topics) > 0)
 			}
-			return false
+			return made.ID != "" && live
 		})
 		if err != nil {
 			c.note(s, "missed: no channel made")
@@ -363,6 +380,61 @@ func (c *chaos) leaderInFlight(s step) {
 	c.later(s.For, func() { c.nodeUp(leader) })
 }
 
+// topicSpan is a span of time one topic spent in some state.
+type topicSpan struct {
+	topic    string
+	from, to time.Time
+}
+
+// watchReadyBlind notes, at one instant, which topics of the org have no
+// receiving socket while the sidecar says it is ready.
+func (c *chaos) watchReadyBlind() {
+	ready, _ := c.h.sc.conn.Status().Ready()
+	now := time.Now()
+	topics := c.orgTopics()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range topics {
+		since, blind := c.blindSince[t]
+		switch receiving := c.h.sim.Receiving(t); {
+		case ready && !receiving && !blind:
+			c.blindSince[t] = now
+		case blind && (!ready || receiving):
+			delete(c.blindSince, t)
+			c.blind = append(c.blind, topicSpan{topic: t, from: since, to: now})
+		}
+	}
+}
+
+// checkReadyBlind fails the run on a span the sidecar said it was ready
+// while a topic had no receiving socket for longer than chaosReadyBlind
+// beyond what hindered it: the sidecar holding, as live, a socket that
+// no longer reads (issue 21, item 2).
+func (c *chaos) checkReadyBlind(cov simulator.Coverage, end time.Time) {
+	c.mu.Lock()
+	spans := slices.Clone(c.blind)
+	for t, since := range c.blindSince {
+		spans = append(spans, topicSpan{topic: t, from: since, to: end})
+	}
+	hindrances := append(slices.Clone(c.hindrances), refusalWindows(cov.Refusals)...)
+	start := c.start
+	c.mu.Unlock()
+	var bad []string
+	for _, sp := range spans {
+		hindered := overlap(hindrances, sp.from, sp.to)
+		if sp.to.Sub(sp.from)-hindered > chaosReadyBlind {
+			bad = append(bad, fmt.Sprintf("%s had no receiving socket %s–%s (%s, %s hindered) while the sidecar said it was ready",
+				sp.topic, sp.from.Sub(start).Round(time.Millisecond), sp.to.Sub(start).Round(time.Millisecond),
+				sp.to.Sub(sp.from).Round(time.Millisecond), hindered.Round(time.Millisecond)))
+		}
+	}
+	if len(bad) > 0 {
+		slices.Sort(bad)
+		c.fail("the sidecar was ready and blind for longer than %s beyond what hindered it (a socket held as live that no longer reads):\n%s",
+			chaosReadyBlind, strings.Join(bad, "\n"))
+	}
+}
+
 // coverageVerdict is what the oracle found.
 type coverageVerdict struct {
 	intervals  int           // uncovered intervals, all explained
@@ -370,6 +442,7 @@ type coverageVerdict struct {
 	worst      time.Duration // the longest recovery beyond what hindered it
 	worstWhat  string
 	violations []string
+	explained  []string // each explained interval, for a verbose run
 }
 
 func (v coverageVerdict) String() string {
@@ -401,6 +474,11 @@ func (c *chaos) checkCoverage(cov simulator.Coverage, events []simulator.Event, 
 			until = life.until
 		}
 		for _, gap := range uncovered(byTopic[topic], life.from, until) {
+			if gap.to.Sub(gap.from) < time.Millisecond {
+				// A socket replaced by a new dial: gone and back in one
+				// step of the org's.
+				continue
+			}
 			n := 0
 			for _, ev := range events {
 				if ev.Topic == topic && ev.Delivered == 0 && !ev.At.Before(gap.from) && ev.At.Before(gap.to) {
@@ -428,6 +506,8 @@ func (c *chaos) checkCoverage(cov simulator.Coverage, events []simulator.Event, 
 			}
 			v.intervals++
 			v.events += n
+			v.explained = append(v.explained, fmt.Sprintf("%s %s–%s (%s, %s hindered, %d events): %s",
+				topic, at(gap.from), at(gap.to), gap.to.Sub(gap.from).Round(time.Millisecond), hindered.Round(time.Millisecond), n, why))
 			if beyond > v.worst {
 				v.worst, v.worstWhat = beyond, why
 			}
@@ -481,7 +561,15 @@ func uncovered(changes []simulator.CoverageChange, from, until time.Time) []gap 
 // refusalWindows turns the org's refusals into spans the sidecar's
 // recovery was hindered: runs of refusals less than chaosRefusalTail
 // apart, each followed by the backoff the run may have grown to.
-func refusalWindows(rs []simulator.Refusal) []window {
+func refusalWindows(all []simulator.Refusal) []window {
+	// Only what a recovery needs: a token, the channel calls, a dial.
+	// The topic refresh's listings retry on their own.
+	var rs []simulator.Refusal
+	for _, r := range all {
+		if strings.Contains(r.What, "/oauth/") || strings.Contains(r.What, "/notifications/") || strings.Contains(r.What, "/channels/") || strings.HasPrefix(r.What, "dial") {
+			rs = append(rs, r)
+		}
+	}
 	var out []window
 	for i := 0; i < len(rs); {
 		first, last := rs[i].At, rs[i].Until
@@ -491,7 +579,7 @@ func refusalWindows(rs []simulator.Refusal) []window {
 				last = rs[j].Until
 			}
 		}
-		tail := max(chaosRefusalTail, 2*last.Sub(first))
+		tail := max(chaosRefusalTail, last.Sub(first))
 		out = append(out, window{from: first, to: last.Add(tail), why: rs[i].What})
 		i = j
 	}
@@ -519,12 +607,12 @@ func overlap(ws []window, from, to time.Time) time.Duration {
 	return total
 }
 
-// recentHit reports whether a fault ended coverage of topic within
-// chaosRecoveryBound before t: the channel the sidecar moved it to may be
-// the one the fault ended.
+// recentHit reports whether a fault ended coverage of topic on some
+// channel within chaosHitExcuse before t: the channel the sidecar had just
+// moved the topic to may be the one the fault ended.
 func recentHit(hits []hit, topic string, t time.Time) bool {
 	for _, h := range hits {
-		if h.at.After(t) || t.Sub(h.at) > chaosRecoveryBound {
+		if h.at.After(t) || t.Sub(h.at) > chaosHitExcuse {
 			continue
 		}
 		if h.topics == nil || slices.Contains(h.topics, topic) {

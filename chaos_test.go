@@ -149,6 +149,7 @@ func runChaos(t *testing.T, seed uint64, dur time.Duration, cluster bool) {
 
 	acc := c.check(events)
 	cov := c.checkCoverage(coverage, events, checked)
+	c.checkReadyBlind(coverage, checked)
 	undeliverable := 0
 	for _, ev := range events {
 		if ev.Delivered == 0 {
@@ -234,6 +235,10 @@ type chaos struct {
 	hits       []hit
 	hindrances []window
 	stops      []window // second replicas shutting down
+	// blind are the spans the sidecar said it was ready while a topic of
+	// the org had no receiving socket; blindSince the ones under way.
+	blind      []topicSpan
+	blindSince map[string]time.Time
 	// bg is the faults that wait for a moment (a handover) in the
 	// background; healing ends them.
 	bg     sync.WaitGroup
@@ -267,7 +272,7 @@ func newChaos(t *testing.T, seed uint64, replay string, cluster bool) *chaos {
 		RecordLimit:       0,
 	}, env)
 	c := &chaos{t: t, h: h, seed: seed, replay: replay, start: time.Now(), counts: map[faultKind]int{}, metNothing: map[faultKind]int{},
-		cluster: cl, nodesDown: map[*natstest.Node]nodeRestart{}, topics: map[string]*topicLife{}, bgStop: make(chan struct{})}
+		cluster: cl, nodesDown: map[*natstest.Node]nodeRestart{}, topics: map[string]*topicLife{}, bgStop: make(chan struct{}), blindSince: map[string]time.Time{}}
 	if cl != nil {
 		// The test's reader follows the cluster, as the sidecar does.
 		nc, err := nats.Connect(cl.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
@@ -358,7 +363,9 @@ func (c *chaos) apply(s step) {
 			c.note(s, "no connected channel")
 			return
 		}
-		c.hit(s.Kind, ch.Topics)
+		if s.Kind != faultGarbage { // the rest end the channel's coverage
+			c.hit(s.Kind, ch.Topics)
+		}
 		if err := fn(ch.ID); err != nil {
 			c.note(s, "missed: "+err.Error())
 			return
@@ -381,7 +388,7 @@ func (c *chaos) apply(s step) {
 		sim.ExpireTokens()
 		c.note(s, "")
 	case faultRefuseDials:
-		c.hinder(s.Kind, now, now.Add(2*s.For))
+		c.hinder(s.Kind, now, now.Add(s.For)) // and the refusals' tail (refusalWindows)
 		sim.RefuseDials(s.For)
 		c.note(s, "")
 	case faultREST429:
@@ -391,7 +398,7 @@ func (c *chaos) apply(s step) {
 		sim.AddFault(simulator.Fault{Path: "/", Status: 500 + s.Pick%4, Times: s.N})
 		c.note(s, "")
 	case faultSlowREST:
-		c.hinder(s.Kind, now, now.Add(3*s.For)) // a request held until the end waits s.For more
+		c.hinder(s.Kind, now, now.Add(2*s.For)) // a request held at the end waits s.For more
 		sim.HangREST("", "/api/v2/notifications/", s.For)
 		c.later(s.For, sim.ClearHangs)
 		c.note(s, "")
@@ -408,7 +415,7 @@ func (c *chaos) apply(s step) {
 	case faultNATSRestart, faultNATSOutage:
 		// With NATS down the sidecar's buffer fills and its readers wait:
 		// a socket not read for the org's write timeout is dropped.
-		c.hinder(s.Kind, now, now.Add(2*s.For+time.Second))
+		c.hinder(s.Kind, now, now.Add(s.For+time.Second))
 		c.natsDown(s)
 	case faultStepdown:
 		c.stepdown(s)
@@ -796,6 +803,7 @@ func (c *chaos) watch() func() {
 			if limit := replicas * chaosBudget; inUse > limit {
 				c.breakInvariant(fmt.Sprintf("%d channels in use with %d replicas of budget %d", inUse, replicas, chaosBudget))
 			}
+			c.watchReadyBlind()
 			if n++; n%25 == 0 {
 				runtime.ReadMemStats(&ms)
 				c.mu.Lock()
@@ -1016,6 +1024,8 @@ func (c *chaos) report(acc accounting, undeliverable int, cov coverageVerdict, r
 	fmt.Fprintf(&b, "\nready %s after the last fault healed; peak buffer %d bytes of %d; peak channels in use %d; peak heap in use %d MiB (test process: simulator, NATS and sidecar)\n",
 		readyAfter.Round(time.Millisecond), c.peakBuf, chaosBuffer, c.peakChan, c.peakHeap>>20)
 	c.t.Log(b.String())
+	// Under -v, what a passing run met, to tune a bound or read a seed.
+	c.t.Logf("faults applied:\n%s\nuncovered intervals, explained:\n%s", strings.Join(c.log, "\n"), strings.Join(cov.explained, "\n"))
 	fmt.Fprintf(os.Stderr, "chaos: seed %d held: sent %d, stored %d, lost %d, duplicated %d, undeliverable %d (%d in %d uncovered intervals, each explained), %d faults\n",
 		c.seed, acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, undeliverable, cov.events, cov.intervals, len(c.log))
 }

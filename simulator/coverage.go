@@ -202,3 +202,16 @@ func (s *Server) dropAtDialLocked(sk *socket) {
 	defer s.becauseLocked(causeDialDropped)()
 	s.shutdownLocked(sk)
 }
+
+// Receiving reports whether a connected, unstalled socket receives topic
+// now (see Coverage).
+func (s *Server) Receiving(topic string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ch := range s.byTopic[topic] {
+		if sk := ch.socket; sk != nil && sk.writable() {
+			return true
+		}
+	}
+	return false
+}
