@@ -267,10 +267,6 @@ func (c *chaos) inBackground(fn func(stop <-chan struct{})) {
 // time in four, removes one) for the refresh to find.
 func (c *chaos) refreshInHandover(s step) {
 	sim := c.h.sim
-	known := map[string]bool{}
-	for _, ch := range sim.Snapshot().Channels {
-		known[ch.ID] = true
-	}
 	c.inBackground(func(stop <-chan struct{}) {
 		ctx, cancel := context.WithTimeout(context.Background(), chaosChannelLife)
 		defer cancel()
@@ -281,17 +277,21 @@ func (c *chaos) refreshInHandover(s step) {
 			case <-ctx.Done():
 			}
 		}()
-		// A handover: a channel made while another, connected, holds
-		// the topics.
+		// A handover: a channel just made, not yet subscribed, while
+		// another, connected, holds the topics.
 		var made simulator.ChannelInfo
+		seen := map[string]bool{}
 		err := sim.Wait(ctx, func(snap simulator.Snapshot) bool {
 			made = simulator.ChannelInfo{}
 			live := false
 			for _, ch := range snap.Channels {
-				if !known[ch.ID] && made.ID == "" {
+				switch {
+				case len(ch.Topics) > 0:
+					seen[ch.ID] = true
+					live = live || ch.Connected
+				case !seen[ch.ID]:
 					made = ch
 				}
-				live = live || (known[ch.ID] && ch.Connected && len(ch.Topics) > 0)
 			}
 			return made.ID != "" && live
 		})
