@@ -24,6 +24,10 @@
 // frames when it ends a socket (it half-closes and drains), so Delivered > 0
 // means a client reading that socket receives the frame.
 //
+// TrackCoverage adds when each topic had a receiving socket, and what
+// (a fault, the client) began each interval it had none: an event that
+// reached no socket is then explained, or the client's doing.
+//
 // # A changing org
 //
 // The org is generated from Options.Seed and changes only on command:
