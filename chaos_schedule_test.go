@@ -43,6 +43,13 @@ const (
 	// node, faultNATSOutage takes two down (quorum lost), and the stream's
 	// leader steps down.
 	faultStepdown faultKind = "leader stepdown"
+	// What the faults above never reached (issue 21): a topic refresh
+	// while a handover is under way, a socket that ends before its dial
+	// is answered, and the stream's leader lost with publishes in flight
+	// (on a cluster).
+	faultHandoverRefresh faultKind = "refresh in handover"
+	faultDialRace        faultKind = "socket ends at dial"
+	faultLeaderInFlight  faultKind = "leader lost in flight"
 )
 
 // faultWeights says how often each kind is drawn.
@@ -109,6 +116,20 @@ var laterFaults = []laterFault{
 		s.N = 100 + rng.IntN(1900)
 	}, false},
 	{faultStepdown, 3, 0x7374_6570, func(*rand.Rand, *step) {}, true}, // "step"
+	// For: the subscribe delay that holds the handover open long enough
+	// for a refresh (GCNATS_TOPIC_REFRESH, 1s) to land inside it.
+	{faultHandoverRefresh, 3, 0x7265_6672, func(rng *rand.Rand, s *step) { // "refr"
+		s.For = time.Duration(1500+rng.IntN(1500)) * time.Millisecond
+	}, false},
+	// N: how many new sockets end at their dial.
+	{faultDialRace, 3, 0x6469_616c, func(rng *rand.Rand, s *step) { // "dial"
+		s.N = 1 + rng.IntN(2)
+	}, false},
+	// N: the burst in flight; For: how long a stopped leader stays down.
+	{faultLeaderInFlight, 3, 0x6c65_6164, func(rng *rand.Rand, s *step) { // "lead"
+		s.N = 100 + rng.IntN(400)
+		s.For = time.Duration(200+rng.IntN(2800)) * time.Millisecond
+	}, true},
 }
 
 func drawLater(seed uint64, d time.Duration, meanGap time.Duration, cluster bool) []step {
@@ -245,7 +266,7 @@ func TestChaosSchedule(t *testing.T) {
 		}
 	}
 	for _, st := range drawSchedule(seed, d, 700*time.Millisecond, false) {
-		if st.Kind == faultStepdown {
+		if st.Kind == faultStepdown || st.Kind == faultLeaderInFlight {
 			t.Fatal("a cluster's fault in a run on one server")
 		}
 	}

@@ -98,13 +98,14 @@ func runChaos(t *testing.T, seed uint64, dur time.Duration, cluster bool) {
 	c := newChaos(t, seed, replay, cluster)
 	c.h.start(9)
 	baseGoroutines := runtime.NumGoroutine()
-	em := startEmitter(c.h.sim, 20*time.Millisecond)
-	stopWatch := c.watch()
-
 	start := time.Now()
 	c.mu.Lock()
 	c.start = start // every time in a report is on the schedule's clock
 	c.mu.Unlock()
+	c.trackTopics()
+	em := c.startOrgEmitter(20 * time.Millisecond)
+	stopWatch := c.watch()
+
 	witness, err := newServerWitness(c.natsURL(), start)
 	if err != nil {
 		t.Fatal(err)
@@ -140,11 +141,15 @@ func runChaos(t *testing.T, seed uint64, dur time.Duration, cluster bool) {
 			logs[strings.LastIndexByte(logs[:i], '\n')+1:min(len(logs), i+len(connector.StrandedMessage)+200)])
 	}
 	em.waitMore(c.h, 50)
+	checked := time.Now()
+	coverage := c.h.sim.Coverage()
 	events := em.finish()
 	events = append(events, c.extra()...)
 	stopWatch()
 
 	acc := c.check(events)
+	cov := c.checkCoverage(coverage, events, checked)
+	c.checkReadyBlind(coverage, checked)
 	undeliverable := 0
 	for _, ev := range events {
 		if ev.Delivered == 0 {
@@ -160,7 +165,7 @@ func runChaos(t *testing.T, seed uint64, dur time.Duration, cluster bool) {
 	}
 	witness.close()
 	c.waitGoroutines(baseGoroutines)
-	c.report(acc, undeliverable, readyAfter)
+	c.report(acc, undeliverable, cov, readyAfter)
 }
 
 func chaosSettings(t *testing.T) (uint64, time.Duration) {
@@ -222,6 +227,22 @@ type chaos struct {
 	peakChan   int
 	peakHeap   uint64
 	timers     []*time.Timer
+
+	// What the coverage oracle needs (chaos_observe_test.go): which
+	// topics the org had when, what each fault hit, and when recovery
+	// was impossible.
+	topics     map[string]*topicLife
+	hits       []hit
+	hindrances []window
+	stops      []window // second replicas shutting down
+	// blind are the spans the sidecar said it was ready while a topic of
+	// the org had no receiving socket; blindSince the ones under way.
+	blind      []topicSpan
+	blindSince map[string]time.Time
+	// bg is the faults that wait for a moment (a handover) in the
+	// background; healing ends them.
+	bg     sync.WaitGroup
+	bgStop chan struct{}
 }
 
 func newChaos(t *testing.T, seed uint64, replay string, cluster bool) *chaos {
@@ -251,7 +272,7 @@ func newChaos(t *testing.T, seed uint64, replay string, cluster bool) *chaos {
 		RecordLimit:       0,
 	}, env)
 	c := &chaos{t: t, h: h, seed: seed, replay: replay, start: time.Now(), counts: map[faultKind]int{}, metNothing: map[faultKind]int{},
-		cluster: cl, nodesDown: map[*natstest.Node]nodeRestart{}}
+		cluster: cl, nodesDown: map[*natstest.Node]nodeRestart{}, topics: map[string]*topicLife{}, bgStop: make(chan struct{}), blindSince: map[string]time.Time{}}
 	if cl != nil {
 		// The test's reader follows the cluster, as the sidecar does.
 		nc, err := nats.Connect(cl.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
@@ -342,12 +363,16 @@ func (c *chaos) apply(s step) {
 			c.note(s, "no connected channel")
 			return
 		}
+		if s.Kind != faultGarbage { // the rest end the channel's coverage
+			c.hit(s.Kind, ch.Topics)
+		}
 		if err := fn(ch.ID); err != nil {
 			c.note(s, "missed: "+err.Error())
 			return
 		}
 		c.note(s, "channel "+channelTag(ch.ID))
 	}
+	now := time.Now()
 	switch s.Kind {
 	case faultClose:
 		onChannel(sim.CloseSocket)
@@ -363,6 +388,7 @@ func (c *chaos) apply(s step) {
 		sim.ExpireTokens()
 		c.note(s, "")
 	case faultRefuseDials:
+		c.hinder(s.Kind, now, now.Add(s.For)) // and the refusals' tail (refusalWindows)
 		sim.RefuseDials(s.For)
 		c.note(s, "")
 	case faultREST429:
@@ -372,18 +398,24 @@ func (c *chaos) apply(s step) {
 		sim.AddFault(simulator.Fault{Path: "/", Status: 500 + s.Pick%4, Times: s.N})
 		c.note(s, "")
 	case faultSlowREST:
+		c.hinder(s.Kind, now, now.Add(2*s.For)) // a request held at the end waits s.For more
 		sim.HangREST("", "/api/v2/notifications/", s.For)
 		c.later(s.For, sim.ClearHangs)
 		c.note(s, "")
 	case faultSubscribeLag:
+		c.hinder(s.Kind, now, now.Add(2*s.For)) // a subscription at the end waits s.For more
 		sim.SetSubscribeDelay(s.For)
 		c.later(s.For, func() { sim.SetSubscribeDelay(0) })
 		c.note(s, "")
 	case faultPongLag:
+		c.hinder(s.Kind, now, now.Add(2*(s.For+time.Duration(s.N)*time.Millisecond)))
 		sim.SetPongDelay(time.Duration(s.N) * time.Millisecond)
 		c.later(s.For, func() { sim.SetPongDelay(0) })
 		c.note(s, "")
 	case faultNATSRestart, faultNATSOutage:
+		// With NATS down the sidecar's buffer fills and its readers wait:
+		// a socket not read for the org's write timeout is dropped.
+		c.hinder(s.Kind, now, now.Add(s.For+time.Second))
 		c.natsDown(s)
 	case faultStepdown:
 		c.stepdown(s)
@@ -405,6 +437,12 @@ func (c *chaos) apply(s step) {
 		c.orgChange(s)
 	case faultReplica:
 		c.secondReplica(s)
+	case faultHandoverRefresh:
+		c.refreshInHandover(s)
+	case faultDialRace:
+		c.dialRace(s)
+	case faultLeaderInFlight:
+		c.leaderInFlight(s)
 	}
 }
 
@@ -590,26 +628,38 @@ func (c *chaos) equalBodies(s step) {
 }
 
 func (c *chaos) orgChange(s step) {
+	c.note(s, c.changeOrg(s.Pick%4, s.Pick))
+}
+
+// changeOrg adds (what 0, 1) or removes (2, 3) a queue or a user, and
+// records the topics the org gains or loses; it says what it did.
+func (c *chaos) changeOrg(what, pick int) string {
 	sim := c.h.sim
-	switch s.Pick % 4 {
+	switch what {
 	case 0:
-		c.note(s, "queue added "+channelTag(sim.AddQueue("").ID))
+		q := sim.AddQueue("").ID
+		c.topicsBegin(queueTopics(q)...)
+		return "queue added " + channelTag(q)
 	case 1:
-		c.note(s, "user added "+channelTag(sim.AddUser("").ID))
+		u := sim.AddUser("").ID
+		c.topicsBegin(userTopics(u)...)
+		return "user added " + channelTag(u)
 	case 2:
 		if qs := sim.Queues(); len(qs) > 1 {
-			_ = sim.RemoveQueue(qs[s.Pick%len(qs)].ID)
-			c.note(s, "queue removed")
-		} else {
-			c.note(s, "last queue kept")
+			q := qs[pick%len(qs)].ID
+			c.topicsEnd(queueTopics(q)...)
+			_ = sim.RemoveQueue(q)
+			return "queue removed " + channelTag(q)
 		}
+		return "last queue kept"
 	default:
 		if us := sim.Users(); len(us) > 1 {
-			_ = sim.RemoveUser(us[s.Pick%len(us)].ID)
-			c.note(s, "user removed")
-		} else {
-			c.note(s, "last user kept")
+			u := us[pick%len(us)].ID
+			c.topicsEnd(userTopics(u)...)
+			_ = sim.RemoveUser(u)
+			return "user removed " + channelTag(u)
 		}
+		return "last user kept"
 	}
 }
 
@@ -639,9 +689,13 @@ func (c *chaos) replicaLeaves() {
 		// Counted as leaving from now: its channels stay in use while it
 		// stops, and linger after.
 		c.mu.Lock()
-		c.left = append(c.left, time.Now())
+		leaving := time.Now()
+		c.left = append(c.left, leaving)
 		c.mu.Unlock()
 		err := r.stop()
+		c.mu.Lock()
+		c.stops = append(c.stops, window{from: leaving, to: time.Now(), why: "a second replica stopped"})
+		c.mu.Unlock()
 		if n := r.sc.unflushed.Load(); err != nil || n > 0 {
 			c.mu.Lock()
 			c.lossyStops = append(c.lossyStops, lifetime{from: joined, to: time.Now(), unflushed: n})
@@ -680,7 +734,10 @@ func (c *chaos) heal() {
 	for _, tm := range timers {
 		tm.Stop()
 	}
+	close(c.bgStop)
+	c.bg.Wait()
 	sim := c.h.sim
+	sim.DropNewSockets(0, simulator.DropAtUpgrade)
 	sim.ClearFaults()
 	sim.ClearHangs()
 	sim.RefuseDials(0)
@@ -746,6 +803,7 @@ func (c *chaos) watch() func() {
 			if limit := replicas * chaosBudget; inUse > limit {
 				c.breakInvariant(fmt.Sprintf("%d channels in use with %d replicas of budget %d", inUse, replicas, chaosBudget))
 			}
+			c.watchReadyBlind()
 			if n++; n%25 == 0 {
 				runtime.ReadMemStats(&ms)
 				c.mu.Lock()
@@ -948,7 +1006,7 @@ func (c *chaos) waitGoroutines(base int) {
 	}
 }
 
-func (c *chaos) report(acc accounting, undeliverable int, readyAfter time.Duration) {
+func (c *chaos) report(acc accounting, undeliverable int, cov coverageVerdict, readyAfter time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var b strings.Builder
@@ -958,6 +1016,7 @@ func (c *chaos) report(acc accounting, undeliverable int, readyAfter time.Durati
 	}
 	fmt.Fprintf(&b, "\n| sent | stored | lost | duplicated | undeliverable (no socket up) | oversized, skipped (sent besides) |\n|---:|---:|---:|---:|---:|---:|\n")
 	fmt.Fprintf(&b, "| %d | %d | %d | %d | %d | %d |\n", acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, undeliverable, len(c.skipped))
+	fmt.Fprintf(&b, "\n%s\n", cov)
 	if c.stopLosses > 0 {
 		fmt.Fprintf(&b, "\n%d events delivered only to a second replica were lost with it: it was stopped while NATS was unreachable for its whole shutdown timeout, which it logged (%d such stops)\n",
 			c.stopLosses, len(c.lossyStops))
@@ -965,8 +1024,10 @@ func (c *chaos) report(acc accounting, undeliverable int, readyAfter time.Durati
 	fmt.Fprintf(&b, "\nready %s after the last fault healed; peak buffer %d bytes of %d; peak channels in use %d; peak heap in use %d MiB (test process: simulator, NATS and sidecar)\n",
 		readyAfter.Round(time.Millisecond), c.peakBuf, chaosBuffer, c.peakChan, c.peakHeap>>20)
 	c.t.Log(b.String())
-	fmt.Fprintf(os.Stderr, "chaos: seed %d held: sent %d, stored %d, lost %d, duplicated %d, undeliverable %d, %d faults\n",
-		c.seed, acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, undeliverable, len(c.log))
+	// Under -v, what a passing run met, to tune a bound or read a seed.
+	c.t.Logf("faults applied:\n%s\nuncovered intervals, explained:\n%s", strings.Join(c.log, "\n"), strings.Join(cov.explained, "\n"))
+	fmt.Fprintf(os.Stderr, "chaos: seed %d held: sent %d, stored %d, lost %d, duplicated %d, undeliverable %d (%d in %d uncovered intervals, each explained), %d faults\n",
+		c.seed, acc.Sent, acc.Stored, acc.Lost, acc.Duplicated, undeliverable, cov.events, cov.intervals, len(c.log))
 }
 
 // channelTag names a channel or entity in the report without its id.

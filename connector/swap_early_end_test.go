@@ -116,7 +116,7 @@ func TestSwapSocketDroppedAtItsPongIsReplaced(t *testing.T) {
 	id := sim.Channels()[0].ID
 	for round := range 5 {
 		before, _ := sim.Snapshot().Channel(id)
-		sim.EndSocketsAtFirstPong(1)
+		sim.DropNewSockets(1, simulator.DropAfterPong)
 		if err := sim.SendClosingWarning(id, time.Hour); err != nil {
 			t.Fatal(err)
 		}

@@ -58,10 +58,12 @@ func (s *Server) handleCreateChannel(w http.ResponseWriter, r *http.Request, tok
 
 	s.mu.Lock()
 	for len(s.channels) >= s.opts.MaxChannels {
+		restore := s.becauseLocked(causeLimitEvicted)
 		victim := s.evictionVictimLocked()
 		s.stats.ChannelsEvicted++
 		s.log.Debug("channel evicted by channel limit", "channel", victim.num, "limit", s.opts.MaxChannels)
 		s.killChannelLocked(victim, fmt.Sprintf("channel evicted: the OAuth client reached its limit of %d channels", s.opts.MaxChannels))
+		restore()
 	}
 	s.channelN++
 	ch.num = s.channelN
@@ -172,22 +174,26 @@ func (s *Server) handleSubscriptions(w http.ResponseWriter, r *http.Request, id 
 		writeAPIError(w, http.StatusNotFound, "not.found", "Channel not found or expired.", nil)
 		return
 	}
+	restore := s.becauseLocked(causeClientSubs)
 	var rejected []rejection
 	switch r.Method {
 	case http.MethodDelete:
 		s.setTopicsLocked(ch, nil)
+		restore()
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 		return
 	case http.MethodPut, http.MethodPost:
 		res := s.subscribeLocked(ch, entries, replace, ignore)
 		if res.status != 0 {
+			restore()
 			s.mu.Unlock()
 			writeAPIError(w, res.status, res.code, res.msg, res.params)
 			return
 		}
 		rejected = res.rejected
 	}
+	restore()
 	topics := ch.sortedTopics()
 	s.mu.Unlock()
 
@@ -304,6 +310,7 @@ func (s *Server) setTopicsLocked(ch *channel, next map[string]struct{}) {
 			if s.channels[ch.id] != ch {
 				return
 			}
+			defer s.becauseLocked(causeSubscribed)()
 			for topic, g := range ch.pending {
 				if g == gen {
 					delete(ch.pending, topic)

@@ -122,7 +122,9 @@ func (s *Server) endRoundLocked(events []Event) {
 	for _, sk := range r.sockets {
 		if err := sk.net.(*coalescer).flush(time.Now().Add(s.opts.WriteTimeout)); err != nil {
 			s.log.Debug("socket write failed; closing", "socket", sk.num, "err", err)
+			restore := s.becauseLocked(causeWriteFailed)
 			s.shutdownLocked(sk)
+			restore()
 			for _, i := range r.held[sk] {
 				events[i].Delivered--
 				s.stats.Deliveries--

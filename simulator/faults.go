@@ -79,6 +79,7 @@ func (s *Server) takeFaultLocked(method, path string) *Fault {
 			}
 		}
 		s.stats.FaultsServed++
+		s.refusedLocked(fmt.Sprintf("%s %s answered %d by a fault", method, path, f.Status), 0)
 		c := *f
 		return &c
 	}
@@ -126,6 +127,7 @@ func (s *Server) CloseSocket(channelID string) error {
 		return err
 	}
 	s.stats.SocketsDropped++
+	defer s.becauseLocked(causeDropped)()
 	s.shutdownLocked(sk)
 	return nil
 }
@@ -142,6 +144,7 @@ func (s *Server) StallSocket(channelID string) error {
 		return err
 	}
 	sk.stalled = true
+	defer s.becauseLocked(causeStalled)()
 	s.changedLocked()
 	return nil
 }
@@ -165,6 +168,7 @@ func (s *Server) SendClosingWarning(channelID string, closeAfter time.Duration) 
 		if sk.dead {
 			return
 		}
+		defer s.becauseLocked(causeClosingClose)()
 		if sk.writable() {
 			s.writeCloseLocked(sk, websocket.CloseGoingAway, "socket closing")
 		}
@@ -209,6 +213,7 @@ func (s *Server) ExpireChannel(channelID string) error {
 		return ErrNoChannel
 	}
 	s.stats.ChannelsExpired++
+	defer s.becauseLocked(causeExpired)()
 	s.killChannelLocked(ch, "channel expired")
 	return nil
 }
@@ -222,6 +227,7 @@ func (s *Server) EvictChannel(channelID string) error {
 		return ErrNoChannel
 	}
 	s.stats.ChannelsEvicted++
+	defer s.becauseLocked(causeEvicted)()
 	s.killChannelLocked(ch, "channel evicted: the OAuth client reached its channel limit")
 	return nil
 }
@@ -248,6 +254,9 @@ func (s *Server) ExpireTokens() {
 }
 
 func (s *Server) expireTokenLocked(v string) {
+	if s.cause == (Cause{}) {
+		defer s.becauseLocked(causeTokenExpired)()
+	}
 	delete(s.tokens, v)
 	s.stats.TokensExpired++
 	for _, ch := range s.channels {
@@ -309,6 +318,7 @@ func (s *Server) takeHangLocked(method, path string) time.Duration {
 	for _, h := range s.hangs {
 		if (h.method == "" || strings.EqualFold(h.method, method)) && strings.HasPrefix(path, h.path) {
 			s.stats.RequestsHung++
+			s.refusedLocked(fmt.Sprintf("%s %s held", method, path), h.d)
 			s.changedLocked() // tests wait for the hang to begin
 			return h.d
 		}
@@ -345,17 +355,6 @@ func (s *Server) SetSubscribeDelay(d time.Duration) {
 func (s *Server) SetPongDelay(d time.Duration) {
 	s.mu.Lock()
 	s.pongDelay = max(d, 0)
-	s.mu.Unlock()
-}
-
-// EndSocketsAtFirstPong makes the next n sockets to connect end right
-// after their first pong, abruptly as with CloseSocket: the network drops
-// a connection just as it is proven. The client's dial succeeds, and its
-// reader sees the end at once, racing the dial's answer to whoever asked
-// for the socket. Zero disarms it.
-func (s *Server) EndSocketsAtFirstPong(n int) {
-	s.mu.Lock()
-	s.endAtPong = max(n, 0)
 	s.mu.Unlock()
 }
 

@@ -151,7 +151,7 @@ type Stats struct {
 	ChannelsEvicted int
 	ChannelsExpired int // by lifetime, ExpireChannel or token expiry
 	SocketsAccepted int
-	SocketsDropped  int // by CloseSocket and EndSocketsAtFirstPong
+	SocketsDropped  int // by CloseSocket and DropNewSockets
 	DialsRefused    int // by RefuseDials
 	ClosingWarnings int
 	Heartbeats      int // heartbeat frames written

@@ -24,6 +24,10 @@
 // frames when it ends a socket (it half-closes and drains), so Delivered > 0
 // means a client reading that socket receives the frame.
 //
+// TrackCoverage adds when each topic had a receiving socket, and what
+// (a fault, the client) began each interval it had none: an event that
+// reached no socket is then explained, or the client's doing.
+//
 // # A changing org
 //
 // The org is generated from Options.Seed and changes only on command:
@@ -228,13 +232,18 @@ type Server struct {
 	subscribeDelay time.Duration
 	// pongDelay is how long an answer to a ping takes; events go out
 	// meanwhile, ahead of it.
-	pongDelay time.Duration
-	// endAtPong is how many sockets yet to connect end right after their
-	// first pong (EndSocketsAtFirstPong).
-	endAtPong      int
+	pongDelay      time.Duration
 	rejectedTopics map[string]topicRejection
-	rec            record
-	stats          Stats
+	// dropNew more new sockets are ended at their dial, dropWhen says
+	// where (DropNewSockets).
+	dropNew  int
+	dropWhen DialDrop
+	// cov, when not nil, records coverage (TrackCoverage); cause names
+	// what the state changes under way are due to (becauseLocked).
+	cov   *coverage
+	cause Cause
+	rec   record
+	stats Stats
 }
 
 // New builds a server; it serves nothing until Start, Serve or
@@ -440,6 +449,7 @@ func (s *Server) now() time.Time { return time.Now().Add(s.opts.ClockOffset) }
 func (s *Server) changedLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
+	s.noteCoverageLocked()
 }
 
 // kickJanitor makes the janitor recompute its next deadline.
@@ -483,7 +493,9 @@ func (s *Server) sweepLocked(now time.Time) time.Time {
 	}
 	for v, tk := range s.tokens {
 		if !now.Before(tk.expires) {
+			restore := s.becauseLocked(causeTokenExpired)
 			s.expireTokenLocked(v)
+			restore()
 			continue
 		}
 		sooner(tk.expires)
@@ -491,7 +503,9 @@ func (s *Server) sweepLocked(now time.Time) time.Time {
 	for _, ch := range s.channels {
 		if !now.Before(ch.expires) {
 			s.stats.ChannelsExpired++
+			restore := s.becauseLocked(causeLifetime)
 			s.killChannelLocked(ch, "channel expired")
+			restore()
 			continue
 		}
 		sooner(ch.expires)

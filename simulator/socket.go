@@ -30,7 +30,8 @@ type socket struct {
 	stalled   bool // StallSocket: nothing more is written
 	dead      bool // detached: no longer its channel's connection
 	shut      bool // half-closed; the reader may still drain
-	endAtPong bool // EndSocketsAtFirstPong: dropped right after its first pong
+	// dropAfterPong: DropNewSockets ends it after its first pong.
+	dropAfterPong bool
 }
 
 func (sk *socket) writable() bool { return !sk.dead && !sk.stalled }
@@ -45,6 +46,7 @@ func (s *Server) handleSocket(w http.ResponseWriter, r *http.Request, id string,
 	refused := time.Now().Before(s.refuse)
 	if refused {
 		s.stats.DialsRefused++
+		s.refusedLocked("dial refused", 0)
 		s.changedLocked() // tests wait for refused dials
 	}
 	s.mu.Unlock()
@@ -79,6 +81,7 @@ func (s *Server) handleSocket(w http.ResponseWriter, r *http.Request, id string,
 		s.readLoop(sk)
 		return
 	}
+	restore := s.becauseLocked(causeClientDial)
 	if old := ch.socket; old != nil {
 		// One socket per channel: the newer connection wins.
 		if old.writable() {
@@ -88,14 +91,12 @@ func (s *Server) handleSocket(w http.ResponseWriter, r *http.Request, id string,
 	}
 	sk.ch = ch
 	ch.socket = sk
-	if s.endAtPong > 0 {
-		s.endAtPong--
-		sk.endAtPong = true
-	}
 	ch.connects++
 	s.stats.SocketsAccepted++
 	s.noteHeldLocked()
 	s.changedLocked()
+	restore()
+	s.dropAtDialLocked(sk)
 	s.mu.Unlock()
 	s.log.Debug("socket connected", "channel", ch.num, "socket", sk.num, "port", remotePort(sk.net))
 
@@ -110,6 +111,7 @@ func (s *Server) handleSocket(w http.ResponseWriter, r *http.Request, id string,
 	conn.SetCloseHandler(func(code int, _ string) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		defer s.becauseLocked(causeClientCloseMsg)()
 		if sk.writable() {
 			s.writeCloseLocked(sk, code, "")
 		}
@@ -123,7 +125,9 @@ func (s *Server) readLoop(sk *socket) {
 	var end error
 	defer func() {
 		s.mu.Lock()
+		restore := s.becauseLocked(causeClientClosed)
 		s.detachLocked(sk)
+		restore()
 		delete(s.readers, sk)
 		s.mu.Unlock()
 		sk.net.Close()
@@ -169,6 +173,7 @@ func (s *Server) handleClientFrame(sk *socket, data []byte) {
 		}
 		s.pongLocked(sk)
 	case "subscribe":
+		defer s.becauseLocked(causeClientSubs)()
 		ch := sk.ch
 		if s.channels[ch.id] != ch {
 			return
@@ -198,10 +203,11 @@ func (s *Server) handleClientFrame(sk *socket, data []byte) {
 func (s *Server) pongLocked(sk *socket) {
 	if sk.writable() && s.writeLocked(sk, pongFrame) {
 		s.stats.PingsAnswered++
-		if sk.endAtPong {
-			s.stats.SocketsDropped++
-			s.shutdownLocked(sk)
-		}
+	}
+	if sk.dropAfterPong {
+		sk.dropAfterPong = false
+		defer s.becauseLocked(causeDialDropped)()
+		s.shutdownLocked(sk)
 	}
 }
 
@@ -226,6 +232,7 @@ func (s *Server) writeLocked(sk *socket, frame []byte) bool {
 	_ = sk.conn.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
 	if err := sk.conn.WriteMessage(websocket.TextMessage, frame); err != nil {
 		s.log.Debug("socket write failed; closing", "socket", sk.num, "err", err)
+		defer s.becauseLocked(causeWriteFailed)()
 		s.shutdownLocked(sk)
 		return false
 	}
