@@ -1,8 +1,11 @@
 package connector
 
 import (
+	"context"
 	"log/slog"
+	"maps"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,4 +242,95 @@ func TestOldSocketWarnedDuringRotationIsSwapped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestWarnedReplacementTakesOverWithoutGap: end to end, Genesys warns a
+// rotation's replacement socket while the handover waits for its
+// subscriptions to deliver (wired 1 s late), and closes it 3 s later.
+// Every event must reach a socket: the warned socket is replaced on its
+// channel before Genesys closes it, not redialled after.
+func TestWarnedReplacementTakesOverWithoutGap(t *testing.T) {
+	t.Parallel()
+	// The rotation starts 2 s before the first channel's end.
+	sim := simulator.Start(t, simulator.Options{Queues: 1, Users: 1, ChannelLifetime: 12 * time.Second})
+	rec := newRecorder()
+	topics := fixedTopics(sim, 1)
+	reconnects := &reconnectCounts{n: map[string]int{}}
+	c, done := runWith(t, sim, topics, rec, func(o *Options) { o.Observer = reconnects })
+	if err := waitReadyOrFail(t, c, done); err != nil {
+		t.Fatal(err)
+	}
+	waitSim(t, sim, 10*time.Second, "the first channel receiving", func(s simulator.Snapshot) bool {
+		return len(s.Channels) == 1 && s.Channels[0].Pending == 0
+	})
+	first := sim.Channels()[0].ID
+	sim.SetSubscribeDelay(time.Second)
+	stop := make(chan struct{})
+	emitted := emitUntil(sim, topics, 2*time.Millisecond, stop)
+	var next string
+	waitSim(t, sim, 30*time.Second, "the replacement's socket up", func(s simulator.Snapshot) bool {
+		if len(s.Channels) < 2 || !s.Channels[1].Connected {
+			return false
+		}
+		next = s.Channels[1].ID
+		return true
+	})
+	if ch, _ := sim.Snapshot().Channel(next); ch.Pending == 0 {
+		t.Fatal("the replacement receives already: the warning would not reach a candidate")
+	}
+	if err := sim.SendClosingWarning(next, 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitSim(t, sim, 30*time.Second, "a second socket on the replacement, the only one", func(s simulator.Snapshot) bool {
+		old, ok := s.Channel(first)
+		ch, _ := s.Channel(next)
+		return (!ok || !old.Connected) && s.Sockets == 1 && ch.Connected && ch.Connects >= 2
+	})
+	// A few events more, on the slot's socket alone.
+	time.Sleep(100 * time.Millisecond)
+	close(stop)
+	evs := <-emitted
+	var lost int
+	for _, ev := range evs {
+		if ev.Delivered == 0 {
+			lost++
+		}
+	}
+	ch, _ := sim.Snapshot().Channel(next)
+	counts := reconnects.snapshot()
+	t.Logf("%d events across the rotation, %d reached no socket; %d connects on the replacement; reconnects %v", len(evs), lost, ch.Connects, counts)
+	if lost > 0 {
+		t.Fatalf("%d of %d events reached no socket after the replacement was warned", lost, len(evs))
+	}
+	// A gap of a redial may lose no event at this rate, but it is one:
+	// every reconnect must be a planned one.
+	for reason, n := range counts {
+		if reason != ReasonRotate && reason != ReasonClosing {
+			t.Fatalf("the slot lost its socket %d times (%s) after the replacement was warned, then redialled: a gap (reconnects %v)", n, reason, counts)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rec.waitAll(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reconnectCounts is an Observer that counts reconnects by reason.
+type reconnectCounts struct {
+	nopObserver
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *reconnectCounts) Reconnect(reason string) {
+	r.mu.Lock()
+	r.n[reason]++
+	r.mu.Unlock()
+}
+
+func (r *reconnectCounts) snapshot() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.n)
 }
