@@ -414,10 +414,9 @@ func (m *machine) candidateLost(gone bool) {
 }
 
 // retryRotation tries the rotation again after wait, unless Genesys warned
-// the old socket meanwhile: that one is replaced first (answerWarning).
+// the old socket meanwhile and the rotation can be put off (answerWarning).
 func (m *machine) retryRotation(wait time.Duration) {
-	if m.sock != nil && m.sock.warned {
-		m.answerWarning()
+	if m.sock != nil && m.sock.warned && m.answerWarning() {
 		return
 	}
 	m.after(tRotate, wait)
@@ -524,22 +523,27 @@ func (m *machine) letGo(old *socket, oldCh *heldChannel, audit *correlationAudit
 
 // answerWarning: Genesys closes the slot's socket in about a minute. A
 // live slot replaces it with a second socket on the channel (a closing
-// swap). A rotation replaces it anyway, in time once its candidate is up;
-// one without a candidate, which may back off up to 30 s and so outlast
-// the socket, is put off until after a swap. A rotation job out is waited
-// for (retryRotation): it may be making a channel under the spare, which
-// ending the handover would give back.
-func (m *machine) answerWarning() {
+// swap). A rotation replaces it anyway, in time once its candidate is up.
+// One without a candidate may back off up to 30 s and so outlast the
+// socket: if it holds nothing yet, it is put off until after a swap. It
+// is not while its job is out (which may be making a channel under the
+// spare; its answer asks again, retryRotation), nor once it made its
+// replacement (a subscription of it may be out, and dropping it would
+// race that). It reports whether a swap started.
+func (m *machine) answerWarning() bool {
 	switch {
 	case m.state == live:
 		m.beginSwap()
-	case m.rotation() != nil && m.ho.cand == nil && !m.ho.rot.busy && m.cur != nil:
+		return true
+	case m.rotation() != nil && m.ho.cand == nil && !m.ho.rot.busy && m.ho.rot.next == nil && m.cur != nil:
 		m.s.log.Info("socket warned it closes during a rotation; replacing it first, rotating after")
 		m.enter(live, nil)
 		// Re-armed here too: should the swap fail, the slot stays live.
 		m.after(tRotate, time.Until(rotateAt(&m.cur.info, m.cur.created)))
 		m.beginSwap()
+		return true
 	}
+	return false
 }
 
 // beginSwap answers a closing warning: a second socket on the same channel
