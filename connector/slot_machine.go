@@ -17,6 +17,8 @@ import (
 //	connecting --failed--> backingOff --retry timer--> connecting
 //	live --socket lost or channel gone--> connecting
 //	handover --replacement receiving and holding the old one's topics, or grace--> live
+//	         (or, when Genesys warned the replacement it closes it, a closing swap at once)
+//	handover (a rotation, nothing made yet) --closing warning--> handover (a closing swap)
 //	handover --old channel gone, no replacement yet--> connecting / backingOff
 type slotState int
 
