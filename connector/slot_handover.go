@@ -191,7 +191,7 @@ func (m *machine) onRotated(res connectResult) error {
 		}
 		// Invariant (no leak): the retry backs off, growing, and dials the
 		// replacement already made.
-		m.after(tRotate, wait)
+		m.retryRotation(wait)
 		return nil
 	}
 	m.ho.cand = res.sock
@@ -410,7 +410,16 @@ func (m *machine) candidateLost(gone bool) {
 		m.endRotation()
 		return
 	}
-	m.after(tRotate, backoff(r.attempt, time.Second, 30*time.Second))
+	m.retryRotation(backoff(r.attempt, time.Second, 30*time.Second))
+}
+
+// retryRotation tries the rotation again after wait, unless Genesys warned
+// the old socket meanwhile and the rotation can be put off (answerWarning).
+func (m *machine) retryRotation(wait time.Duration) {
+	if m.sock != nil && m.sock.warned && m.answerWarning() {
+		return
+	}
+	m.after(tRotate, wait)
 }
 
 // takeReplacement makes the rotation's replacement the slot's channel; a
@@ -472,6 +481,11 @@ func (m *machine) promote(proof string) {
 	}
 	m.after(tRotate, time.Until(rotateAt(&m.cur.info, m.cur.created)))
 	m.resubscribe(false)
+	if m.sock.warned {
+		// Warned while it was the candidate: Genesys closes it soon.
+		m.s.log.Info("the socket that took over was warned it closes; replacing it in turn")
+		m.beginSwap()
+	}
 }
 
 // letGo closes the replaced socket and empties the replaced channel, which
@@ -505,6 +519,31 @@ func (m *machine) letGo(old *socket, oldCh *heldChannel, audit *correlationAudit
 		}
 		return evLetGo{}
 	})
+}
+
+// answerWarning: Genesys closes the slot's socket in about a minute. A
+// live slot replaces it with a second socket on the channel (a closing
+// swap). A rotation replaces it anyway, in time once its candidate is up.
+// One without a candidate may back off up to 30 s and so outlast the
+// socket: if it holds nothing yet, it is put off until after a swap. It
+// is not while its job is out (which may be making a channel under the
+// spare; its answer asks again, retryRotation), nor once it made its
+// replacement (a subscription of it may be out, and dropping it would
+// race that). It reports whether a swap started.
+func (m *machine) answerWarning() bool {
+	switch {
+	case m.state == live:
+		m.beginSwap()
+		return true
+	case m.rotation() != nil && m.ho.cand == nil && !m.ho.rot.busy && m.ho.rot.next == nil && m.cur != nil:
+		m.s.log.Info("socket warned it closes during a rotation; replacing it first, rotating after")
+		m.enter(live, nil)
+		// Re-armed here too: should the swap fail, the slot stays live.
+		m.after(tRotate, time.Until(rotateAt(&m.cur.info, m.cur.created)))
+		m.beginSwap()
+		return true
+	}
+	return false
 }
 
 // beginSwap answers a closing warning: a second socket on the same channel

@@ -17,6 +17,8 @@ import (
 //	connecting --failed--> backingOff --retry timer--> connecting
 //	live --socket lost or channel gone--> connecting
 //	handover --replacement receiving and holding the old one's topics, or grace--> live
+//	         (or, when Genesys warned the replacement it closes it, a closing swap at once)
+//	handover (a rotation, nothing made yet) --closing warning--> handover (a closing swap)
 //	handover --old channel gone, no replacement yet--> connecting / backingOff
 type slotState int
 
@@ -420,6 +422,9 @@ func (m *machine) onSocket(ev socketEvent) error {
 	if ev.ended {
 		delete(m.open, ev.sock)
 	}
+	if ev.reason == ReasonClosing && !ev.ended {
+		ev.sock.warned = true
+	}
 	switch {
 	case ev.sock == m.sock && m.sock != nil:
 		switch {
@@ -428,14 +433,14 @@ func (m *machine) onSocket(ev socketEvent) error {
 			m.s.log.Warn("channel gone, replacing it")
 			m.channelGone()
 		case ev.reason == ReasonClosing && !ev.ended:
-			if m.state == live {
-				m.beginSwap()
-			}
+			m.answerWarning()
 		case ev.ended:
 			m.socketLost(ev.reason, ev.err)
 		}
 	case m.ho != nil && ev.sock == m.ho.cand && (ev.ended || ev.reason == ReasonGone):
 		m.candidateLost(ev.reason == ReasonGone)
+	case m.ho != nil && ev.sock == m.ho.cand && ev.reason == ReasonClosing:
+		m.s.log.Info("the replacement socket was warned it closes; it is replaced in turn once it takes over", "kind", m.ho.kind())
 	}
 	return nil
 }

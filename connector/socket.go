@@ -102,6 +102,10 @@ type socket struct {
 	// released is set by the slot's machine, the only goroutine that
 	// reads it, when it closes the socket: news of it is history.
 	released bool
+	// warned is set by the slot's machine when Genesys warns it closes
+	// the socket soon (v2.system.socket_closing): a socket warned while it
+	// replaces another is replaced in turn once it takes over.
+	warned bool
 
 	pong chan struct{}
 	// delivering is closed by the reader at the first event it reads
