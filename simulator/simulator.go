@@ -32,6 +32,21 @@
 // topics stay subscribed, as Genesys leaves them, and fall silent except
 // for what a test emits explicitly.
 //
+// # The org's state
+//
+// Presence, routing status and queue member events change the state they
+// announce when they are delivered, whether or not a socket received them,
+// and the REST reads answer from it (RoutePresenceBulk, at most 50 ids;
+// RouteUserPresence; RouteUserRoutingState; RouteQueueMembers, pages of
+// at most 100, expand and filters): a presence an event set is what the
+// bulk endpoint returns afterwards. REST spells a system presence "On
+// Queue" where events say "ON_QUEUE", and the SDK's members call always
+// sends joined (false when not asked). CloseSocket leaves the channel
+// subscribed, so EventInterval goes on generating its topics' events;
+// SetActiveTopics keeps topics changing with no channel at all.
+// Options.RESTRateLimit answers a token's calls over its budget with 429
+// and Retry-After, as Genesys' 300 a minute does.
+//
 // # Where Genesys leaves room
 //
 //   - A dial of an unknown or dead channel is upgraded, then answered with
