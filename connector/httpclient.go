@@ -67,9 +67,7 @@ func (c *httpClient) Do(o *platformclientv2.HTTPRequestOptions) (*http.Response,
 		return nil, fmt.Errorf("wait for the REST rate limiter: %w", err)
 	}
 	resp, err := c.client.Do(req)
-	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
-		c.limiter.Pause(retryAfter(resp.Header))
-	}
+	c.limiter.done(c.ctx, resp, err)
 	return resp, err
 }
 

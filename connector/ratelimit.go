@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -91,6 +92,50 @@ type RESTLimiterStats struct {
 	ChannelWait, RepairWait, MaxChannelWait time.Duration
 	// Paused counts 429s that paused the limiter.
 	Paused int
+	// Results counts answered and failed calls by priority and result
+	// ("ok", "429", "4xx", "5xx", "error" for no answer): the
+	// gcnats_rest_calls_total{priority,result} metric.
+	Results map[RESTResult]int
+}
+
+// RESTResult keys RESTLimiterStats.Results.
+type RESTResult struct {
+	Priority string // "channel" or "repair"
+	Result   string
+}
+
+func resultOf(status int, err error) string {
+	switch {
+	case err != nil:
+		return "error"
+	case status == http.StatusTooManyRequests:
+		return "429"
+	case status >= 500:
+		return "5xx"
+	case status >= 400:
+		return "4xx"
+	default:
+		return "ok"
+	}
+}
+
+// done records how a call the limiter let through ended, and pauses
+// everyone after a 429 until its Retry-After.
+func (l *RESTLimiter) done(ctx context.Context, resp *http.Response, err error) {
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
+	}
+	if status == http.StatusTooManyRequests {
+		l.Pause(retryAfter(resp.Header))
+	}
+	key := RESTResult{Priority: restPriorityOf(ctx).String(), Result: resultOf(status, err)}
+	l.mu.Lock()
+	if l.stats.Results == nil {
+		l.stats.Results = map[RESTResult]int{}
+	}
+	l.stats.Results[key]++
+	l.mu.Unlock()
 }
 
 // NewRESTLimiter allows perMinute calls a minute (DefaultRESTRate when not
@@ -236,7 +281,9 @@ func (l *RESTLimiter) Pause(d time.Duration) {
 func (l *RESTLimiter) Stats() RESTLimiterStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.stats
+	st := l.stats
+	st.Results = maps.Clone(l.stats.Results)
+	return st
 }
 
 // retryAfter reads a 429's Retry-After (seconds or an HTTP date); a second

@@ -300,3 +300,12 @@ func emptyToNil(s *string) *string {
 	}
 	return s
 }
+
+// RESTStats is what the connector's REST limiter, shared with its
+// StateReaders, let through; zero without a limiter (RESTRate < 0).
+func (c *Connector) RESTStats() RESTLimiterStats {
+	if l := c.api.http.limiter; l != nil {
+		return l.Stats()
+	}
+	return RESTLimiterStats{}
+}

@@ -158,7 +158,9 @@ func TestStateReaderRepairs5000PresencesThrough429s(t *testing.T) {
 		t.Fatalf("repair took %s; the limiter's rate and Retry-After make it at least %s", elapsed, floor)
 	}
 	ls := limiter.Stats()
-	if ls.Paused != injected || ls.RepairCalls != users/50+injected {
+	if ls.Paused != injected || ls.RepairCalls != users/50+injected ||
+		ls.Results[RESTResult{Priority: "repair", Result: "ok"}] != users/50 ||
+		ls.Results[RESTResult{Priority: "repair", Result: "429"}] != injected {
 		t.Fatalf("limiter %+v", ls)
 	}
 	t.Logf("%d presences in %d bulk calls and %d 429s: %s (floor %s), repair calls waited %s in all",
@@ -203,6 +205,9 @@ func TestStateReaderWaitsWhileAChannelCallGoesFirst(t *testing.T) {
 	// tokens, ahead of the waiting repair.
 	if st.MaxChannelWait > 250*time.Millisecond || created > 100*time.Millisecond {
 		t.Fatalf("channel calls waited up to %s (first call %s) behind a repair", st.MaxChannelWait, created)
+	}
+	if n := st.Results[RESTResult{Priority: "channel", Result: "ok"}]; n != 3 {
+		t.Fatalf("%d channel calls counted ok, want 3", n)
 	}
 	if served := st.RepairCalls - before; served > 1 {
 		t.Fatalf("%d repair calls went while three channel calls waited", served)
