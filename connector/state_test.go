@@ -246,3 +246,48 @@ func waitRepairCalls(t *testing.T, l *RESTLimiter, n int) {
 		}
 	}
 }
+
+// A repair that reads faster than Genesys allows a token meets 429s, and
+// so does every channel call made meanwhile: without the limiter a channel
+// call waits out a Retry-After. With it, the repair stays under the
+// budget and the channel call goes at once.
+func TestStateReaderRepairNeverCostsAChannelCallA429(t *testing.T) {
+	const budget, window = 50, 2 * time.Second // Genesys' 300 a minute, scaled down
+	sim := simulator.Start(t, simulator.Options{Users: 400, RESTRateLimit: budget, RESTRateWindow: window})
+	limiter := NewRESTLimiter(600, 10) // 20 a window, and bursts of 10 plus 10 borrowed
+	tokens := NewTokenSource(sim.URL(), sim.ClientID(), sim.ClientSecret(), nil)
+	reader := NewStateReader(sim.URL(), tokens, limiter, nil)
+	channels := newAPI(sim.URL(), tokens, slog.New(slog.DiscardHandler))
+	channels.http.limiter = limiter
+
+	ctx, cancel := context.WithCancel(ctxFor(t))
+	defer cancel()
+	repaired := make(chan error, 1)
+	go func() {
+		_, err := reader.RoutingStatuses(ctx, userIDs(sim.Users()))
+		repaired <- err
+	}()
+	// The channel call comes a second into the repair, once it has read
+	// at least 15 users: by then a repair at full speed has spent the
+	// window's budget.
+	began := time.Now()
+	for deadline := began.Add(10 * time.Second); sim.Stats().Calls(http.MethodGet, simulator.RouteUserRoutingState) < 15; {
+		if time.Now().After(deadline) {
+			t.Fatal("the repair does not get going")
+		}
+		time.Sleep(5 * time.Millisecond) // REST answers wake no Wait
+	}
+	time.Sleep(time.Until(began.Add(time.Second)))
+	start := time.Now()
+	if _, err := channels.createChannel(ctx, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	waited := time.Since(start)
+	cancel()
+	<-repaired
+	limited := sim.Stats().RateLimited
+	t.Logf("channel call during a repair: %s; %d calls answered 429", waited.Round(time.Millisecond), limited)
+	if limited != 0 || waited > 200*time.Millisecond {
+		t.Fatalf("the channel call took %s, and Genesys answered %d calls 429", waited, limited)
+	}
+}
