@@ -293,3 +293,17 @@ func (s *Server) generatedTopics() []string {
 	}
 	return list
 }
+
+// memberCounts is a queue's memberCount and joinedMemberCount as its
+// members listing answers them.
+func (s *Server) memberCounts(o *org, queueID string) (members, joined int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := s.state.membersOf(o, queueID)
+	for _, m := range list {
+		if m.joined {
+			joined++
+		}
+	}
+	return len(list), joined
+}

@@ -251,6 +251,17 @@ func TestStateQueueMembersPagesExpandsAndFilters(t *testing.T) {
 	if len(joined) != wantJoined {
 		t.Fatalf("joined=true: %d members, want %d", len(joined), wantJoined)
 	}
+	// The queue listing counts the same members.
+	_, _, listing := call(t, http.MethodGet, sim.URL()+simulator.RouteQueues+"?id="+q.ID, token, nil)
+	entities, _ := listing["entities"].([]any)
+	if len(entities) != 1 {
+		t.Fatalf("queue listing: %v", listing)
+	}
+	counts := entities[0].(map[string]any)
+	if counts["memberCount"] != float64(len(after)) || counts["joinedMemberCount"] != float64(wantJoined) {
+		t.Fatalf("queue listing counts %v members, %v joined; the members listing %d and %d",
+			counts["memberCount"], counts["joinedMemberCount"], len(after), wantJoined)
+	}
 	routing := pc.NewRoutingApiWithConfig(sdk(t, sim))
 	page, _, err := routing.GetRoutingQueueMembers(q.ID, 1, 100, "", nil, "", nil, nil, nil, nil, nil, "", false)
 	if err != nil {
