@@ -57,6 +57,11 @@ type Options struct {
 	// subscribed and answering before the socket it replaces is closed,
 	// when no event has yet proved it receiving; default 3s.
 	HandoverGrace time.Duration
+	// RESTRate is how many REST calls a minute the connector and its
+	// StateReader make together (GCNATS_REST_RATE); default
+	// DefaultRESTRate, well under Genesys' 300 a token. Channel calls go
+	// first (RESTLimiter). Negative: no limit.
+	RESTRate int
 
 	Logger   *slog.Logger
 	Observer Observer
@@ -130,9 +135,13 @@ func New(opts Options, h Handler) (*Connector, error) {
 		h = HandlerFunc(func(context.Context, *Frame, time.Time) error { return nil })
 	}
 	tokens := NewTokenSource(opts.LoginURL, opts.ClientID, opts.ClientSecret, opts.Logger)
+	api := newAPI(opts.APIURL, tokens, opts.Logger)
+	if opts.RESTRate >= 0 {
+		api.http.limiter = NewRESTLimiter(opts.RESTRate, 0)
+	}
 	return &Connector{
 		opts:    opts,
-		api:     newAPI(opts.APIURL, tokens, opts.Logger),
+		api:     api,
 		tokens:  tokens,
 		handler: h,
 		log:     opts.Logger,

@@ -20,6 +20,10 @@ import (
 type httpClient struct {
 	client *http.Client
 	ctx    context.Context // the call in progress; set under api.mu
+	// limiter, when set, spaces the requests out and honours a 429's
+	// Retry-After for every client that shares it; the priority is the
+	// call context's (WithRESTPriority; unmarked is a channel call).
+	limiter *RESTLimiter
 }
 
 func newHTTPClient() *httpClient {
@@ -56,7 +60,15 @@ func (c *httpClient) Do(o *platformclientv2.HTTPRequestOptions) (*http.Response,
 		req.Body = io.NopCloser(bytes.NewReader(body))
 		req.ContentLength = int64(len(body))
 	}
-	return c.client.Do(req)
+	if c.limiter == nil {
+		return c.client.Do(req)
+	}
+	if _, err := c.limiter.Wait(c.ctx); err != nil {
+		return nil, fmt.Errorf("wait for the REST rate limiter: %w", err)
+	}
+	resp, err := c.client.Do(req)
+	c.limiter.done(c.ctx, resp, err)
+	return resp, err
 }
 
 // The SDK configures retries and hooks on every call; this client has none.

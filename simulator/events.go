@@ -206,6 +206,9 @@ type framed struct {
 	off   int // where the body starts in frame
 	n     int // the body's length
 	corr  string
+	// change is what the event announces about the org's state, applied
+	// when it is delivered.
+	change *stateChange
 }
 
 func frameEvents(topics []string, bodies [][]byte) []framed {
@@ -213,7 +216,7 @@ func frameEvents(topics []string, bodies [][]byte) []framed {
 	for i, t := range topics {
 		corr := newUUID()
 		frame, off := buildFrame(t, bodies[i], corr)
-		out[i] = framed{topic: t, frame: frame, off: off, n: len(bodies[i]), corr: corr}
+		out[i] = framed{topic: t, frame: frame, off: off, n: len(bodies[i]), corr: corr, change: parseStateChange(t, bodies[i])}
 	}
 	return out
 }
@@ -334,6 +337,7 @@ func (s *Server) deliverLocked(fe framed, i int) Event {
 			}
 		}
 	}
+	s.state.apply(fe.change)
 	s.stats.Events++
 	s.stats.Deliveries += ev.Delivered
 	return ev

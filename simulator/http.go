@@ -81,6 +81,9 @@ func route(path string) (name, id string) {
 	if rest, ok := strings.CutPrefix(path, "/channels/"); ok && rest != "" && !strings.Contains(rest, "/") {
 		return RouteSocket, rest
 	}
+	if name, id, ok := stateRoute(path); ok {
+		return name, id
+	}
 	return RouteOther, ""
 }
 
@@ -145,7 +148,7 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tok, ok := s.authenticate(w, r)
-	if !ok {
+	if !ok || !s.rateLimit(w, r, tok) {
 		return
 	}
 	switch name {
@@ -185,7 +188,9 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 		s.handleUsers(w, r)
 	default:
-		writeAPIError(w, http.StatusNotFound, "", "", nil)
+		if !s.serveState(w, r, name, id) {
+			writeAPIError(w, http.StatusNotFound, "", "", nil)
+		}
 	}
 }
 

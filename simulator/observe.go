@@ -162,6 +162,7 @@ type Stats struct {
 	// one instant, over every token of the client.
 	PeakChannelsInUse int
 	RequestsHung      int // requests HangREST held
+	RateLimited       int // REST calls answered 429 by Options.RESTRateLimit
 }
 
 // Calls sums Requests for a method and route over every status.

@@ -500,8 +500,7 @@ func (s *Server) handleQueues(w http.ResponseWriter, r *http.Request) {
 	div := o.division
 	for _, i := range picked[lp.from:lp.to] {
 		qu := o.queues[i]
-		members := len(qu.members)
-		joined := (members + 1) / 2
+		members, joined := s.memberCounts(o, qu.ID)
 		entities = append(entities, platformclientv2.Queue{
 			Id:                ptr(qu.ID),
 			Name:              ptr(qu.Name),

@@ -36,6 +36,21 @@
 // topics stay subscribed, as Genesys leaves them, and fall silent except
 // for what a test emits explicitly.
 //
+// # The org's state
+//
+// Presence, routing status and queue member events change the state they
+// announce when they are delivered, whether or not a socket received them,
+// and the REST reads answer from it (RoutePresenceBulk, at most 50 ids;
+// RouteUserPresence; RouteUserRoutingState; RouteQueueMembers, pages of
+// at most 100, expand and filters): a presence an event set is what the
+// bulk endpoint returns afterwards. REST spells a system presence "On
+// Queue" where events say "ON_QUEUE", and the SDK's members call always
+// sends joined (false when not asked). CloseSocket leaves the channel
+// subscribed, so EventInterval goes on generating its topics' events;
+// SetActiveTopics keeps topics changing with no channel at all.
+// Options.RESTRateLimit answers a token's calls over its budget with 429
+// and Retry-After, as Genesys' 300 a minute does.
+//
 // # Where Genesys leaves room
 //
 //   - A dial of an unknown or dead channel is upgraded, then answered with
@@ -137,6 +152,16 @@ type Options struct {
 	// RecordLimit bounds the event record to the most recent events; zero
 	// keeps every event (right for tests, not for a long-running demo).
 	RecordLimit int
+	// RESTRateLimit is how many REST calls (/api/v2/…, the state reads
+	// and the channel calls alike) one access token may make per
+	// RESTRateWindow; more are answered 429 with Retry-After, the time
+	// until the oldest call leaves the window. Genesys allows 300 a
+	// minute (token.rate.per.minute). Zero: no limit, the default.
+	RESTRateLimit int
+	// RESTRateWindow is the window RESTRateLimit counts over (default one
+	// minute; shorter in tests).
+	RESTRateWindow time.Duration
+
 	// WriteTimeout bounds one socket write; a client that does not read for
 	// this long is disconnected (default 10s).
 	WriteTimeout time.Duration
@@ -182,6 +207,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxChannels <= 0 {
 		o.MaxChannels = 20
+	}
+	if o.RESTRateWindow <= 0 {
+		o.RESTRateWindow = time.Minute
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
@@ -244,6 +272,12 @@ type Server struct {
 	cause Cause
 	rec   record
 	stats Stats
+	// state is what presence, routing status and queue member events
+	// announced; activeTopics keep producing events with no subscriber;
+	// restUse counts each token's REST calls for RESTRateLimit.
+	state        orgState
+	activeTopics []string
+	restUse      map[string]*restBudget
 }
 
 // New builds a server; it serves nothing until Start, Serve or
@@ -264,6 +298,7 @@ func New(opts Options) (*Server, error) {
 		byTopic:  map[string]map[*channel]struct{}{},
 		readers:  map[*socket]struct{}{},
 		rec:      record{limit: opts.RecordLimit, byCorr: map[string]uint64{}},
+		state:    newOrgState(),
 	}
 	s.stats.Requests = map[RequestKey]int{}
 	s.org.Store(newOrg(opts.Seed, opts.Queues, opts.Users))
@@ -547,7 +582,7 @@ func (s *Server) generate() {
 		}
 		// A removed entity's topics stay subscribed but fall silent; the
 		// round in flight during a removal may still emit them once.
-		if topics := s.org.Load().live(s.subscribedTopics()); len(topics) > 0 {
+		if topics := s.org.Load().live(s.generatedTopics()); len(topics) > 0 {
 			s.emit(topics)
 		}
 	}
