@@ -78,6 +78,7 @@ type Settings struct {
 	LogFormat      string        `env:"GCNATS_LOG_FORMAT" envDefault:"json"`
 
 	MaxChannels      int           `env:"GCNATS_MAX_CHANNELS" envDefault:"10"`
+	RESTRate         int           `env:"GCNATS_REST_RATE" envDefault:"180"`
 	TopicRefresh     time.Duration `env:"GCNATS_TOPIC_REFRESH" envDefault:"5m"`
 	BufferBytes      ByteSize      `env:"GCNATS_BUFFER_BYTES" envDefault:"64MiB"`
 	ShutdownTimeout  time.Duration `env:"GCNATS_SHUTDOWN_TIMEOUT" envDefault:"20s"`
@@ -354,6 +355,9 @@ func (s *Settings) resolve() []error {
 	}
 	if s.MaxChannels < 2 || s.MaxChannels > 20 {
 		bad(fmt.Errorf("GCNATS_MAX_CHANNELS: %d; expected 2 to 20 (Genesys allows 20 channels per OAuth client, and one of the budget stays spare for rollovers)", s.MaxChannels))
+	}
+	if s.RESTRate < 1 || s.RESTRate > 300 {
+		bad(fmt.Errorf("GCNATS_REST_RATE: %d; expected 1 to 300 REST calls a minute (Genesys allows about 300 a token)", s.RESTRate))
 	}
 	if s.TopicRefresh < time.Second {
 		bad(errors.New("GCNATS_TOPIC_REFRESH: expected at least 1s"))

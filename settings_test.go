@@ -114,6 +114,8 @@ func TestSettingsErrors(t *testing.T) {
 		{set: map[string]string{"GCNATS_LOG_FORMAT": "xml"}, want: "GCNATS_LOG_FORMAT"},
 		{set: map[string]string{"GCNATS_MAX_CHANNELS": "21"}, want: "GCNATS_MAX_CHANNELS"},
 		{set: map[string]string{"GCNATS_MAX_CHANNELS": "1"}, want: "GCNATS_MAX_CHANNELS: 1; expected 2 to 20"},
+		{set: map[string]string{"GCNATS_REST_RATE": "400"}, want: "GCNATS_REST_RATE: 400; expected 1 to 300"},
+		{set: map[string]string{"GCNATS_REST_RATE": "0"}, want: "GCNATS_REST_RATE: 0; expected 1 to 300"},
 		{set: map[string]string{"GCNATS_HANDOVER_GRACE": "0s"}, want: "GCNATS_HANDOVER_GRACE"},
 		{set: map[string]string{"GCNATS_TOPIC_REFRESH": "10ms"}, want: "GCNATS_TOPIC_REFRESH"},
 		{set: map[string]string{"GCNATS_BUFFER_BYTES": "lots"}, want: "GCNATS_BUFFER_BYTES: expected a size"},

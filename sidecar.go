@@ -250,6 +250,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger, backlog fun
 		ClientSecret:     s.ClientSecret,
 		Topics:           s.Topics,
 		MaxChannels:      s.MaxChannels,
+		RESTRate:         s.RESTRate,
 		HeartbeatTimeout: s.HeartbeatTimeout,
 		TopicRefresh:     s.TopicRefresh,
 		DrainTimeout:     s.ShutdownTimeout,
