@@ -126,7 +126,19 @@ func (p *process) waitLine(t *testing.T, what string, match func(string) bool) s
 // terminate sends SIGTERM and returns the exit code.
 func (p *process) terminate(t *testing.T) int {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	return p.signal(t, syscall.SIGTERM)
+}
+
+// interrupt sends SIGINT, as Ctrl-C does, and returns the exit code.
+func (p *process) interrupt(t *testing.T) int {
+	t.Helper()
+	return p.signal(t, os.Interrupt)
+}
+
+// signal sends sig and returns the exit code.
+func (p *process) signal(t *testing.T, sig os.Signal) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
@@ -144,7 +156,7 @@ func (p *process) terminate(t *testing.T) int {
 		}
 		return 0
 	case <-time.After(testTimeout):
-		t.Fatalf("no exit %s after SIGTERM:\n%s", testTimeout, p.all)
+		t.Fatalf("no exit %s after %v:\n%s", testTimeout, sig, p.all)
 		return -1
 	}
 }

@@ -68,18 +68,10 @@ func tailFlags() (*flag.FlagSet, *tailOptions) {
 // tailEnv is what tail reads of the sidecar's settings: where NATS is and
 // how to log in.
 type tailEnv struct {
-	NATSURL          string `env:"NATS_URL"`
-	EmbeddedListen   string `env:"GCNATS_EMBEDDED_LISTEN" envDefault:"127.0.0.1:4222"`
-	Stream           string `env:"GCNATS_STREAM" envDefault:"GENESYS"`
-	NATSCreds        string `env:"NATS_CREDS"`
-	NATSNKey         string `env:"NATS_NKEY"`
-	NATSUser         string `env:"NATS_USER"`
-	NATSPassword     string `env:"NATS_PASSWORD"`
-	NATSUserFile     string `env:"NATS_USER_FILE,file"`
-	NATSPasswordFile string `env:"NATS_PASSWORD_FILE,file"`
-	NATSCA           string `env:"NATS_CA"`
-	NATSCert         string `env:"NATS_CERT"`
-	NATSKey          string `env:"NATS_KEY"`
+	NATSURL        string `env:"NATS_URL"`
+	EmbeddedListen string `env:"GCNATS_EMBEDDED_LISTEN" envDefault:"127.0.0.1:4222"`
+	Stream         string `env:"GCNATS_STREAM" envDefault:"GENESYS"`
+	NATSLogin
 }
 
 // tailConnectTimeout bounds the wait for a NATS server that does not

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -158,32 +157,6 @@ func TestTailWithoutNATS(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"tail"}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "gcnats demo") {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
-	}
-}
-
-// interrupt sends SIGINT, as Ctrl-C does, and returns the exit code.
-func (p *process) interrupt(t *testing.T) int {
-	t.Helper()
-	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for range p.lines {
-		}
-	}()
-	select {
-	case err := <-p.exit:
-		var exitErr *exec.ExitError
-		if errors.As(err, &exitErr) {
-			return exitErr.ExitCode()
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return 0
-	case <-time.After(testTimeout):
-		t.Fatalf("no exit %s after SIGINT:\n%s", testTimeout, p.all)
-		return -1
 	}
 }
 

@@ -19,6 +19,20 @@ import (
 	"github.com/gcnats/gcnats/publisher"
 )
 
+// NATSLogin is how gcnats, and gcnats tail, log in to NATS: the nats
+// CLI's names.
+type NATSLogin struct {
+	NATSCreds        string `env:"NATS_CREDS"`
+	NATSNKey         string `env:"NATS_NKEY"`
+	NATSUser         string `env:"NATS_USER"`
+	NATSPassword     string `env:"NATS_PASSWORD"`
+	NATSUserFile     string `env:"NATS_USER_FILE,file"`
+	NATSPasswordFile string `env:"NATS_PASSWORD_FILE,file"`
+	NATSCA           string `env:"NATS_CA"`
+	NATSCert         string `env:"NATS_CERT"`
+	NATSKey          string `env:"NATS_KEY"`
+}
+
 // Settings are gcnats' environment, as the README lists it. Genesys names
 // follow the Genesys Terraform provider and CLI; NATS names the nats CLI.
 type Settings struct {
@@ -34,16 +48,8 @@ type Settings struct {
 	Topics     []string `env:"GCNATS_TOPICS"`
 	RoutesFile string   `env:"GCNATS_ROUTES_FILE"`
 
-	NATSURL          string `env:"NATS_URL"`
-	NATSCreds        string `env:"NATS_CREDS"`
-	NATSNKey         string `env:"NATS_NKEY"`
-	NATSUser         string `env:"NATS_USER"`
-	NATSPassword     string `env:"NATS_PASSWORD"`
-	NATSUserFile     string `env:"NATS_USER_FILE,file"`
-	NATSPasswordFile string `env:"NATS_PASSWORD_FILE,file"`
-	NATSCA           string `env:"NATS_CA"`
-	NATSCert         string `env:"NATS_CERT"`
-	NATSKey          string `env:"NATS_KEY"`
+	NATSURL string `env:"NATS_URL"`
+	NATSLogin
 
 	// Edge mode: the embedded server joins a hub as a leaf node.
 	LeafRemote       string `env:"GCNATS_LEAF_REMOTE"`
