@@ -256,7 +256,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger, backlog fun
 		DrainTimeout:     s.ShutdownTimeout,
 		HandoverGrace:    s.HandoverGrace,
 		Logger:           log,
-		Observer:         sc.metrics,
+		Observer:         newGapReporter(sc.stop, sc.metrics, sc.pub, s.SubjectPrefix, log),
 	}, pipe)
 	if err != nil {
 		return nil, err

@@ -26,6 +26,23 @@ type Observer interface {
 	// both sockets read with a correlation id in common (match) and with
 	// none (mismatch); see correlationAudit.
 	HandoverAudited(match, mismatch int)
+	// Gap reports, once it has ended, an interval in which a channel's
+	// topics had no receiving socket: whatever Genesys sent them meanwhile
+	// is lost. Called on the channel's own goroutine: it must not block
+	// for long.
+	Gap(Gap)
+}
+
+// Gap is an interval in which a channel's topics had no receiving socket.
+type Gap struct {
+	Channel int      // the channel's index, as in Status
+	Topics  []string // the topics the channel carried; shared: do not modify
+	// From is the last moment the topics were known covered: when the lost
+	// socket last read a frame (an event, a heartbeat or a pong). To is the
+	// first moment they were covered again: when the socket that took over
+	// read its first pong or event.
+	From, To time.Time
+	Reason   string // why the socket was lost: ReasonClosed, ReasonStall, ReasonGone
 }
 
 type nopObserver struct{}
@@ -33,6 +50,7 @@ type nopObserver struct{}
 func (nopObserver) FrameDropped(string)      {}
 func (nopObserver) Reconnect(string)         {}
 func (nopObserver) HandoverAudited(int, int) {}
+func (nopObserver) Gap(Gap)                  {}
 
 // Options configure a Connector.
 type Options struct {

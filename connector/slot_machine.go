@@ -75,11 +75,17 @@ type heldChannel struct {
 }
 
 // outage is how long the slot has been without a receiving socket, and
-// how many connects failed meanwhile; recovered ends it.
+// how many connects failed meanwhile; recovered ends it, and reports the
+// gap when the slot had a socket before.
 type outage struct {
 	since    time.Time
 	why      string
 	attempts int
+	// covered is the last moment a socket of the slot is known to have
+	// received, and topics what it carried; zero when there was no socket
+	// yet (start-up).
+	covered time.Time
+	topics  []string
 }
 
 // spareState is the slot's hold on the connector's spare channel, which
@@ -392,21 +398,34 @@ func (m *machine) connectFailed(err error) error {
 	return nil
 }
 
+// recovered ends the outage: m.sock receives again.
 func (m *machine) recovered() {
 	if !m.down.since.IsZero() {
 		m.s.log.Info("socket reconnected", "reason", m.down.why, "attempts", m.down.attempts+1, "down", time.Since(m.down.since).Round(time.Millisecond))
 	} else {
 		m.s.log.Info("socket connected", "ref", channelRef(m.cur.info.ID), "channel_deadline", m.cur.info.deadline())
 	}
+	if d := m.down; !d.covered.IsZero() {
+		// A replacement proven before the old socket's last frame (a
+		// handover's candidate) left no gap.
+		if to := m.sock.coveredSince(); to.After(d.covered) {
+			m.s.c.obs.Gap(Gap{Channel: m.s.index, Topics: d.topics, From: d.covered, To: to, Reason: d.why})
+		}
+	}
 	m.down = outage{}
 }
 
-// lost starts an outage, unless one runs.
-func (m *machine) lost(why string) bool {
+// lost starts an outage, unless one runs. last is the socket lost (nil:
+// none was reading): its last frame is where the gap begins.
+func (m *machine) lost(why string, last *socket) bool {
 	if !m.down.since.IsZero() {
 		return false
 	}
 	m.down.since, m.down.why = time.Now(), why
+	if last != nil {
+		m.down.covered = last.lastCovered()
+	}
+	m.down.topics = m.s.currentTopics()
 	return true
 }
 
@@ -446,6 +465,7 @@ func (m *machine) onSocket(ev socketEvent) error {
 }
 
 func (m *machine) socketLost(reason string, err error) {
+	lostSock := m.sock
 	m.sock = nil
 	ho := m.ho
 	if ho != nil && ho.rot == nil {
@@ -457,7 +477,7 @@ func (m *machine) socketLost(reason string, err error) {
 		return
 	}
 	m.s.c.obs.Reconnect(reason)
-	if m.lost(reason) {
+	if m.lost(reason, lostSock) {
 		m.s.log.Warn("socket lost, reconnecting", "reason", reason, "err", err)
 	}
 	if ho != nil && ho.cand != nil {
@@ -473,8 +493,8 @@ func (m *machine) channelGone() {
 	if m.sock != nil {
 		m.closeSock(m.sock)
 	}
+	m.lost(ReasonGone, m.sock)
 	m.sock, m.cur = nil, nil
-	m.lost(ReasonGone)
 	ho := m.ho
 	switch {
 	case ho != nil && ho.rot != nil:

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/gcnats/gcnats/simulator"
+)
+
+// storedGaps reads the whole stream once the sidecar has stopped and splits
+// it into gap records and the rest.
+func (h *harness) storedGaps() (gaps []gapBody, rest []storedMsg) {
+	h.t.Helper()
+	if err := h.stop(); err != nil {
+		h.t.Fatalf("sidecar stopped with %v", err)
+	}
+	for _, m := range h.collect("GENESYS", int(h.streamMsgs("GENESYS"))) {
+		if m.Header.Get(headerGap) != "true" {
+			rest = append(rest, m)
+			continue
+		}
+		if m.Subject != "genesys.gcnats.gap" {
+			h.t.Errorf("gap record on %s, want genesys.gcnats.gap", m.Subject)
+		}
+		if m.Header.Get("Nats-Msg-Id") == "" {
+			h.t.Errorf("gap record without a Nats-Msg-Id: %v", m.Header)
+		}
+		var g gapBody
+		if err := json.Unmarshal(m.Data, &g); err != nil {
+			h.t.Fatalf("gap record %s: %v", m.Data, err)
+		}
+		gaps = append(gaps, g)
+	}
+	return gaps, rest
+}
+
+// TestUnplannedLossIsOneGapRecord drops the socket without warning (or
+// stalls it until the watchdog ends it) while events flow: the stream must
+// hold exactly one gap record, and its interval must hold every event that
+// reached no socket.
+func TestUnplannedLossIsOneGapRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		inject func(*simulator.Server, string) error
+		reason string
+	}{
+		{"abrupt close", (*simulator.Server).CloseSocket, "closed"},
+		{"silent stall", (*simulator.Server).StallSocket, "stall"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := faultHarness(t, simulator.Options{}, nil)
+			h.start(faultTopicCount)
+			em := startEmitter(h.sim, 5*time.Millisecond)
+			em.waitMore(h, 30)
+			first := h.onlyChannel()
+			// Redials refused for a while: the gap outlasts a few rounds
+			// of events whatever the fault.
+			h.sim.RefuseDials(300 * time.Millisecond)
+			if err := tc.inject(h.sim, first.ID); err != nil {
+				t.Fatal(err)
+			}
+			h.waitSim("recovery", func(s simulator.Snapshot) bool { return sameChannelBack(h, first, s) })
+			em.waitMore(h, 60)
+			events := em.finish()
+			sc := h.sc
+			gaps, rest := h.storedGaps()
+			if len(gaps) != 1 {
+				t.Fatalf("%d gap records, want 1: %+v\n%s", len(gaps), gaps, h.logs)
+			}
+			g := gaps[0]
+			if g.Reason != tc.reason || !g.To.After(g.From) || len(g.Topics) != faultTopicCount || g.Sidecar == "" {
+				t.Errorf("gap record %+v: want reason %q, from before to, %d topics, a sidecar", g, tc.reason, faultTopicCount)
+			}
+			lost := 0
+			for _, ev := range events {
+				if ev.Delivered > 0 {
+					continue
+				}
+				lost++
+				if ev.At.Before(g.From) || ev.At.After(g.To) {
+					t.Errorf("event %d (%s) reached no socket at %s, outside the gap [%s, %s]",
+						ev.Seq, ev.Topic, ev.At.Format(time.RFC3339Nano), g.From.Format(time.RFC3339Nano), g.To.Format(time.RFC3339Nano))
+				}
+			}
+			if lost == 0 {
+				t.Errorf("no event reached no socket: the fault left no gap to report")
+			}
+			if acc := account(events, rest, func(ev simulator.Event) bool { return ev.Delivered == 0 }); acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
+				t.Errorf("%v; lost %v", acc, acc.lost)
+			}
+			if got := counterValue(sc.metrics.gaps.WithLabelValues(tc.reason)); got != 1 {
+				t.Errorf("gaps_total{reason=%q} = %v, want 1", tc.reason, got)
+			}
+			if got := counterValue(sc.metrics.gapSeconds); got <= 0 {
+				t.Errorf("gap_seconds_total = %v, want > 0", got)
+			}
+			t.Logf("gap %s for %s; %d events reached no socket", g.Reason, g.To.Sub(g.From), lost)
+		})
+	}
+}
+
+// TestPlannedHandoversWriteNoGap rotates short-lived channels and answers
+// closing warnings for about 20 s: a receiving socket is kept throughout,
+// so no gap record may be written.
+func TestPlannedHandoversWriteNoGap(t *testing.T) {
+	h := faultHarness(t, simulator.Options{ChannelLifetime: 3 * time.Second}, nil)
+	h.start(faultTopicCount)
+	em := startEmitter(h.sim, 5*time.Millisecond)
+	end := time.Now().Add(20 * time.Second)
+	warnings := 0
+	for time.Now().Before(end) {
+		em.waitMore(h, 400) // about 2 s of events
+		for _, c := range h.sim.Snapshot().Channels {
+			if c.Connected && !c.Stalled && len(c.Topics) == faultTopicCount {
+				if err := h.sim.SendClosingWarning(c.ID, 200*time.Millisecond); err == nil {
+					warnings++
+				}
+				break
+			}
+		}
+	}
+	events := em.finish()
+	sc := h.sc
+	gaps, rest := h.storedGaps()
+	if len(gaps) != 0 {
+		t.Errorf("%d gap records after planned handovers only: %+v", len(gaps), gaps)
+	}
+	for _, ev := range events {
+		if ev.Delivered == 0 {
+			t.Errorf("event %d (%s) reached no socket: a planned handover left a gap", ev.Seq, ev.Topic)
+		}
+	}
+	if acc := account(events, rest, nil); acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
+		t.Errorf("%v; lost %v", acc, acc.lost)
+	}
+	rotations := counterValue(sc.metrics.reconnects.WithLabelValues("rotate"))
+	if rotations < 3 || warnings < 3 {
+		t.Errorf("%v rotations and %d closing warnings: too few handovers to show anything", rotations, warnings)
+	}
+	if got := counterValue(sc.metrics.gapSeconds); got != 0 {
+		t.Errorf("gcnats_gap_seconds_total = %v, want 0", got)
+	}
+	t.Logf("%d events, %v rotations, %d closing warnings, no gap", len(events), rotations, warnings)
+}
+
