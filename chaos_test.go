@@ -990,7 +990,7 @@ func (c *chaos) collectAtLeast(n int) []storedMsg {
 		}
 	}
 	// Short or not, what is there is accounted: a shortfall names its events.
-	return c.h.collect("GENESYS", int(c.h.streamMsgs("GENESYS")))
+	return withoutGaps(c.h.collectAll("GENESYS", int(c.h.streamMsgs("GENESYS"))))
 }
 
 // waitGoroutines waits for the goroutines the sidecar started to end.

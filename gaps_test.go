@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gcnats/gcnats/connector"
 	"github.com/gcnats/gcnats/simulator"
 )
 
@@ -15,7 +16,7 @@ func (h *harness) storedGaps() (gaps []gapBody, rest []storedMsg) {
 	if err := h.stop(); err != nil {
 		h.t.Fatalf("sidecar stopped with %v", err)
 	}
-	for _, m := range h.collect("GENESYS", int(h.streamMsgs("GENESYS"))) {
+	for _, m := range h.collectAll("GENESYS", int(h.streamMsgs("GENESYS"))) {
 		if m.Header.Get(headerGap) != "true" {
 			rest = append(rest, m)
 			continue
@@ -124,7 +125,7 @@ func TestPlannedHandoversWriteNoGap(t *testing.T) {
 	sc := h.sc
 	gaps, rest := h.storedGaps()
 	if len(gaps) != 0 {
-		t.Errorf("%d gap records after planned handovers only: %+v", len(gaps), gaps)
+		t.Errorf("%d gap records after planned handovers only: %+v\n%s", len(gaps), gaps, h.logs)
 	}
 	for _, ev := range events {
 		if ev.Delivered == 0 {
@@ -144,3 +145,11 @@ func TestPlannedHandoversWriteNoGap(t *testing.T) {
 	t.Logf("%d events, %v rotations, %d closing warnings, no gap", len(events), rotations, warnings)
 }
 
+// gapsReported is how many gap records the sidecar published.
+func gapsReported(sc *sidecar) int {
+	n := 0
+	for _, reason := range []string{connector.ReasonClosed, connector.ReasonStall, connector.ReasonGone} {
+		n += int(counterValue(sc.metrics.gaps.WithLabelValues(reason)))
+	}
+	return n
+}
