@@ -98,8 +98,8 @@ type socket struct {
 	// provenAt is when the first pong or event arrived: from then on the
 	// socket is known to receive (see awaitPong). 0: not yet.
 	provenAt atomic.Int64
-	stalled       atomic.Bool
-	closing       atomic.Bool
+	stalled  atomic.Bool
+	closing  atomic.Bool
 	// audit, set during a handover, notes each event for the check of
 	// correlation ids across the old and the new socket.
 	audit atomic.Pointer[auditTap]
