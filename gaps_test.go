@@ -104,17 +104,23 @@ func TestUnplannedLossIsOneGapRecord(t *testing.T) {
 // TestPlannedHandoversWriteNoGap rotates short-lived channels and answers
 // closing warnings for about 20 s: a receiving socket is kept throughout,
 // so no gap record may be written.
+//
+// Genesys closes a warned socket about a minute after the warning; a
+// second here is still far harsher. With 200 ms, one run in four on a
+// loaded 2-core machine lost 12 events for 63 ms: the socket closed before
+// its replacement was up, and the gap record said so.
 func TestPlannedHandoversWriteNoGap(t *testing.T) {
+	const closeAfter = time.Second
 	h := faultHarness(t, simulator.Options{ChannelLifetime: 3 * time.Second}, nil)
 	h.start(faultTopicCount)
 	em := startEmitter(h.sim, 5*time.Millisecond)
 	end := time.Now().Add(20 * time.Second)
 	warnings := 0
 	for time.Now().Before(end) {
-		em.waitMore(h, 400) // about 2 s of events
+		em.waitMore(h, 1500) // about 1.3 s of events
 		for _, c := range h.sim.Snapshot().Channels {
 			if c.Connected && !c.Stalled && len(c.Topics) == faultTopicCount {
-				if err := h.sim.SendClosingWarning(c.ID, 200*time.Millisecond); err == nil {
+				if err := h.sim.SendClosingWarning(c.ID, closeAfter); err == nil {
 					warnings++
 				}
 				break
@@ -136,7 +142,7 @@ func TestPlannedHandoversWriteNoGap(t *testing.T) {
 		t.Errorf("%v; lost %v", acc, acc.lost)
 	}
 	rotations := counterValue(sc.metrics.reconnects.WithLabelValues("rotate"))
-	if rotations < 3 || warnings < 3 {
+	if rotations < 3 || warnings < 5 {
 		t.Errorf("%v rotations and %d closing warnings: too few handovers to show anything", rotations, warnings)
 	}
 	if got := counterValue(sc.metrics.gapSeconds); got != 0 {
