@@ -36,18 +36,22 @@ func (h *harness) storedGaps() (gaps []gapBody, rest []storedMsg) {
 	return gaps, rest
 }
 
-// TestUnplannedLossIsOneGapRecord drops the socket without warning (or
-// stalls it until the watchdog ends it) while events flow: the stream must
+// TestUnplannedLossIsOneGapRecord drops the socket without warning, stalls
+// it until the watchdog ends it, or ends its channel, while events flow:
+// the stream must
 // hold exactly one gap record, and its interval must hold every event that
 // reached no socket.
 func TestUnplannedLossIsOneGapRecord(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		inject func(*simulator.Server, string) error
-		reason string
+		name      string
+		inject    func(*simulator.Server, string) error
+		recovered func(*harness, simulator.ChannelInfo, simulator.Snapshot) bool
+		reason    string
 	}{
-		{"abrupt close", (*simulator.Server).CloseSocket, "closed"},
-		{"silent stall", (*simulator.Server).StallSocket, "stall"},
+		{"abrupt close", (*simulator.Server).CloseSocket, sameChannelBack, "closed"},
+		{"silent stall", (*simulator.Server).StallSocket, sameChannelBack, "stall"},
+		{"channel 404", (*simulator.Server).ExpireChannel, replaced, "gone"},
+		{"channel evicted", (*simulator.Server).EvictChannel, replaced, "gone"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := faultHarness(t, simulator.Options{}, nil)
@@ -61,7 +65,7 @@ func TestUnplannedLossIsOneGapRecord(t *testing.T) {
 			if err := tc.inject(h.sim, first.ID); err != nil {
 				t.Fatal(err)
 			}
-			h.waitSim("recovery", func(s simulator.Snapshot) bool { return sameChannelBack(h, first, s) })
+			h.waitSim("recovery", func(s simulator.Snapshot) bool { return tc.recovered(h, first, s) })
 			em.waitMore(h, 60)
 			events := em.finish()
 			sc := h.sc
