@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -158,8 +160,89 @@ func TestPlannedHandoversWriteNoGap(t *testing.T) {
 // gapsReported is how many gap records the sidecar published.
 func gapsReported(sc *sidecar) int {
 	n := 0
-	for _, reason := range []string{connector.ReasonClosed, connector.ReasonStall, connector.ReasonGone} {
+	for _, reason := range []string{connector.ReasonClosed, connector.ReasonStall, connector.ReasonGone, connector.ReasonRefused} {
 		n += int(counterValue(sc.metrics.gaps.WithLabelValues(reason)))
 	}
 	return n
+}
+
+// TestRefusedTopicAcceptedLaterIsAGapRecord: a topic Genesys refuses when
+// a new channel subscribes (a permission taken away) receives nothing until
+// a later subscription is accepted; that interval is a gap record for that
+// topic alone, besides the one for the channel lost.
+func TestRefusedTopicAcceptedLaterIsAGapRecord(t *testing.T) {
+	h := faultHarness(t, simulator.Options{}, map[string]string{"GCNATS_TOPIC_REFRESH": "1s"})
+	h.start(faultTopicCount)
+	refused := "v2.users." + h.sim.Users()[0].ID + ".presence"
+	first := h.onlyChannel()
+	// Every topic by name: a round of events covers the refused topic
+	// too, subscribed or not.
+	em := startEmitter(h.sim, 5*time.Millisecond, first.Topics...)
+	em.waitMore(h, 30)
+	h.sim.RejectTopics(http.StatusForbidden, "", refused)
+	if err := h.sim.ExpireChannel(first.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSim("a new channel without the refused topic", func(s simulator.Snapshot) bool {
+		_, alive := s.Channel(first.ID)
+		return !alive && s.Topics(true) == faultTopicCount-1
+	})
+	em.waitMore(h, 60)
+	h.sim.AcceptTopics(refused)
+	h.waitSim("the refused topic subscribed at a topic refresh", func(s simulator.Snapshot) bool {
+		return s.Topics(true) == faultTopicCount
+	})
+	em.waitMore(h, 60)
+	events := em.finish()
+	sc := h.sc
+	gaps, rest := h.storedGaps()
+	var refusal *gapBody
+	for i, g := range gaps {
+		if g.Reason == connector.ReasonRefused {
+			if refusal != nil {
+				t.Errorf("a second refusal gap: %+v", g)
+			}
+			refusal = &gaps[i]
+		}
+	}
+	if len(gaps) != 2 || refusal == nil {
+		t.Fatalf("%d gap records, want one for the channel gone and one for the refusal: %+v\n%s", len(gaps), gaps, h.logs)
+	}
+	if !slices.Equal(refusal.Topics, []string{refused}) || !refusal.To.After(refusal.From) {
+		t.Errorf("refusal gap %+v: want %s alone, from before to", *refusal, refused)
+	}
+	lost, lostRefused := 0, 0
+	for _, ev := range events {
+		if ev.Delivered > 0 {
+			continue
+		}
+		lost++
+		if ev.At.After(refusal.From) && ev.Topic == refused {
+			lostRefused++
+		}
+		if !inSomeGap(gaps, ev) {
+			t.Errorf("event %d (%s) reached no socket at %s, in no gap record of its topic: %+v",
+				ev.Seq, ev.Topic, ev.At.Format(time.RFC3339Nano), gaps)
+		}
+	}
+	if lostRefused == 0 {
+		t.Errorf("no event of the refused topic was lost after the refusal: nothing to show")
+	}
+	if acc := account(events, rest, func(ev simulator.Event) bool { return ev.Delivered == 0 }); acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {
+		t.Errorf("%v; lost %v", acc, acc.lost)
+	}
+	if got := counterValue(sc.metrics.gaps.WithLabelValues(connector.ReasonRefused)); got != 1 {
+		t.Errorf("gaps_total{reason=refused} = %v, want 1", got)
+	}
+	t.Logf("refusal gap for %s; %d events reached no socket, %d of the refused topic after its refusal", refusal.To.Sub(refusal.From), lost, lostRefused)
+}
+
+// inSomeGap says whether a gap record names ev's topic and holds its time.
+func inSomeGap(gaps []gapBody, ev simulator.Event) bool {
+	for _, g := range gaps {
+		if slices.Contains(g.Topics, ev.Topic) && !ev.At.Before(g.From) && !ev.At.After(g.To) {
+			return true
+		}
+	}
+	return false
 }

@@ -61,9 +61,13 @@ type machine struct {
 
 	subscribedOnce bool // later subscriptions are lenient: a refusal is not fatal
 	down           outage
-	connectJob     runningConnect // the connect job out, if busy
-	resubFor       string         // the channel a resubscription job is out for; "" when none
-	spare          spareState
+	// refusedSince holds the topics Genesys refused on the slot's channel
+	// and since when: each is a gap until a subscription takes it
+	// (noteRefusals).
+	refusedSince map[string]time.Time
+	connectJob   runningConnect // the connect job out, if busy
+	resubFor     string         // the channel a resubscription job is out for; "" when none
+	spare        spareState
 }
 
 // heldChannel is a channel the slot holds and what it is subscribed with.
@@ -99,7 +103,8 @@ type spareState struct {
 
 func newMachine(s *slot, ctx context.Context) *machine {
 	ctx, cancel := context.WithCancel(ctx)
-	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}, early: map[*socket][]socketEvent{}}
+	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}, early: map[*socket][]socketEvent{},
+		refusedSince: map[string]time.Time{}}
 }
 
 // run keeps the slot's topics flowing until ctx ends. It returns only a
@@ -560,6 +565,7 @@ func (m *machine) onSubscribed(ev evSubscribed) {
 		return
 	}
 	m.cur.topics, m.cur.rejected = ev.topics, ev.rejected
+	m.noteRefusals()
 	m.logRejected(ev.rejected)
 	m.resubscribe(false)          // the topics may have changed again meanwhile
 	m.subscribeReplacement(false) // and the replacement must hold what this channel holds
@@ -580,8 +586,47 @@ func (m *machine) logRejected(rejected []rejectedTopic) {
 
 func (m *machine) setChannel(ch channelInfo, topics []string, rejected []rejectedTopic) {
 	m.cur = &heldChannel{info: ch, created: time.Now(), topics: topics, rejected: rejected}
+	m.noteRefusals()
 	m.subscribedOnce = true
 	m.logRejected(rejected)
+}
+
+// noteRefusals follows the topics Genesys refuses on the slot's channel;
+// it runs whenever the channel or its subscriptions change. A topic
+// refused is uncovered from the answer that refused it; once a
+// subscription takes it, that interval is reported as a gap (one for the
+// topics refused at the same moment). A refused topic the slot no longer
+// wants is forgotten.
+func (m *machine) noteRefusals() {
+	if m.cur == nil {
+		return
+	}
+	now := time.Now()
+	refused := make(map[string]struct{}, len(m.cur.rejected))
+	for _, r := range m.cur.rejected {
+		refused[r.Topic] = struct{}{}
+		if _, known := m.refusedSince[r.Topic]; !known {
+			m.refusedSince[r.Topic] = now
+		}
+	}
+	if len(m.refusedSince) == len(refused) {
+		return
+	}
+	receives := m.cur.receives()
+	accepted := map[time.Time][]string{}
+	for t, since := range m.refusedSince {
+		if _, still := refused[t]; still {
+			continue
+		}
+		delete(m.refusedSince, t)
+		if _, ok := receives[t]; ok {
+			accepted[since] = append(accepted[since], t)
+		}
+	}
+	for since, topics := range accepted {
+		slices.Sort(topics)
+		m.s.c.obs.Gap(Gap{Channel: m.s.index, Topics: topics, From: since, To: now, Reason: ReasonRefused})
+	}
 }
 
 func (m *machine) chID() string {

@@ -43,6 +43,7 @@ const (
 	ReasonGone      = "gone"      // 404: expired, evicted, or its token expired
 	ReasonClosing   = "closing"   // v2.system.socket_closing
 	ReasonRotate    = "rotate"    // planned: channel or token near expiry
+	ReasonRefused   = "refused"   // a gap: Genesys refused the topic at subscription, later accepted it
 	ReasonMalformed = "malformed" // a frame that is not a JSON object
 	ReasonBinary    = "binary"    // a binary frame; Genesys sends text only
 	ReasonTooLarge  = "too_large" // a frame over the read limit
