@@ -49,21 +49,31 @@ func TestUnplannedLossIsOneGapRecord(t *testing.T) {
 		inject    func(*simulator.Server, string) error
 		recovered func(*harness, simulator.ChannelInfo, simulator.Snapshot) bool
 		reason    string
+		wiredLate bool // the new channel's subscriptions deliver 300 ms late
 	}{
-		{"abrupt close", (*simulator.Server).CloseSocket, sameChannelBack, "closed"},
-		{"silent stall", (*simulator.Server).StallSocket, sameChannelBack, "stall"},
-		{"channel 404", (*simulator.Server).ExpireChannel, replaced, "gone"},
-		{"channel evicted", (*simulator.Server).EvictChannel, replaced, "gone"},
+		{"abrupt close", (*simulator.Server).CloseSocket, sameChannelBack, "closed", false},
+		{"silent stall", (*simulator.Server).StallSocket, sameChannelBack, "stall", false},
+		{"channel 404", (*simulator.Server).ExpireChannel, replaced, "gone", false},
+		{"channel evicted", (*simulator.Server).EvictChannel, replaced, "gone", false},
+		// Genesys takes a moment to wire a new channel's subscriptions:
+		// the new socket's pong comes before its events do.
+		{"channel 404, subscriptions wired late", func(s *simulator.Server, id string) error {
+			s.SetSubscribeDelay(300 * time.Millisecond)
+			return s.ExpireChannel(id)
+		}, replaced, "gone", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := faultHarness(t, simulator.Options{}, nil)
 			h.start(faultTopicCount)
-			em := startEmitter(h.sim, 5*time.Millisecond)
-			em.waitMore(h, 30)
 			first := h.onlyChannel()
-			// Redials refused for a while: the gap outlasts a few rounds
-			// of events whatever the fault.
-			h.sim.RefuseDials(300 * time.Millisecond)
+			// Every topic by name, whether a channel holds it or not.
+			em := startEmitter(h.sim, 5*time.Millisecond, first.Topics...)
+			em.waitMore(h, 30)
+			if !tc.wiredLate {
+				// Redials refused for a while: the gap outlasts a few
+				// rounds of events whatever the fault.
+				h.sim.RefuseDials(300 * time.Millisecond)
+			}
 			if err := tc.inject(h.sim, first.ID); err != nil {
 				t.Fatal(err)
 			}

@@ -38,9 +38,12 @@ type Gap struct {
 	Channel int      // the channel's index, as in Status
 	Topics  []string // the topics the channel carried; shared: do not modify
 	// From is the last moment the topics were known covered: when the lost
-	// socket last read a frame (an event, a heartbeat or a pong). To is the
-	// first moment they were covered again: when the socket that took over
-	// read its first pong or event.
+	// socket's reader last began a read that waited for the network. To
+	// is the first moment they are taken to be covered again: when the
+	// socket that took over read its first pong or event, and on a channel
+	// taken during the gap, not before HandoverGrace after it was taken.
+	// For topics refused at subscription, From is the refusal and To the
+	// acceptance plus HandoverGrace.
 	From, To time.Time
 	Reason   string // why the socket was lost: ReasonClosed, ReasonStall, ReasonGone
 }

@@ -413,11 +413,26 @@ func (m *machine) recovered() {
 	if d := m.down; !d.covered.IsZero() {
 		// A replacement proven before the old socket's last frame (a
 		// handover's candidate) left no gap.
-		if to := m.sock.coveredSince(); to.After(d.covered) {
+		if to := m.coveredAgain(); to.After(d.covered) {
 			m.s.c.obs.Gap(Gap{Channel: m.s.index, Topics: d.topics, From: d.covered, To: to, Reason: d.why})
 		}
 	}
 	m.down = outage{}
+}
+
+// coveredAgain is when the slot's topics are taken to be covered again
+// after an outage: when m.sock was proven receiving, and, on a channel
+// taken during the outage, not before the grace Genesys gets to wire a new
+// subscription (a pong proves the socket, not the subscriptions; the
+// handover waits the same grace).
+func (m *machine) coveredAgain() time.Time {
+	to := m.sock.coveredSince()
+	if m.cur != nil && m.cur.created.After(m.down.since) {
+		if wired := m.cur.created.Add(m.s.c.opts.HandoverGrace); wired.After(to) {
+			return wired
+		}
+	}
+	return to
 }
 
 // lost starts an outage, unless one runs. last is the socket lost (nil:
@@ -623,9 +638,11 @@ func (m *machine) noteRefusals() {
 			accepted[since] = append(accepted[since], t)
 		}
 	}
+	// Taken now, wired once Genesys had the grace a new subscription gets.
+	to := now.Add(m.s.c.opts.HandoverGrace)
 	for since, topics := range accepted {
 		slices.Sort(topics)
-		m.s.c.obs.Gap(Gap{Channel: m.s.index, Topics: topics, From: since, To: now, Reason: ReasonRefused})
+		m.s.c.obs.Gap(Gap{Channel: m.s.index, Topics: topics, From: since, To: to, Reason: ReasonRefused})
 	}
 }
 
