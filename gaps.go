@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/gcnats/gcnats/connector"
@@ -53,22 +54,59 @@ type gapReporter struct {
 	sidecar string
 	ctx     context.Context // ends at the shutdown deadline
 	log     *slog.Logger
+
+	// queue hands gaps to the goroutine that publishes them: Publish
+	// waits while the buffer is full (a NATS outage), and the channel's
+	// goroutine that reports a gap must not wait with it.
+	queue     chan connector.Gap
+	done      chan struct{}
+	closeOnce sync.Once
 }
+
+// gapQueue: more gaps than this waiting for NATS are logged (and counted
+// in gcnats_gaps_total), not published.
+const gapQueue = 256
 
 func newGapReporter(ctx context.Context, m *metrics, pub *publisher.Publisher, prefix string, log *slog.Logger) *gapReporter {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "unknown"
 	}
-	return &gapReporter{metrics: m, pub: pub, subject: []byte(prefix + gapSubjectSuffix), sidecar: host, ctx: ctx, log: log}
+	g := &gapReporter{metrics: m, pub: pub, subject: []byte(prefix + gapSubjectSuffix), sidecar: host, ctx: ctx, log: log,
+		queue: make(chan connector.Gap, gapQueue), done: make(chan struct{})}
+	go g.run()
+	return g
 }
 
-// Gap implements connector.Observer: it counts the gap and publishes its
-// record. It runs on the channel's goroutine; a gap is rare, and Publish
-// waits only while the buffer is full, as the channel's socket does.
+// Gap implements connector.Observer: it counts the gap and queues its
+// record.
 func (g *gapReporter) Gap(gap connector.Gap) {
 	g.gaps.WithLabelValues(gap.Reason).Inc()
 	g.gapSeconds.Add(gap.To.Sub(gap.From).Seconds())
+	g.log.Warn("topics had no receiving socket; writing a gap record", "channel", gap.Channel, "reason", gap.Reason,
+		"from", gap.From, "to", gap.To, "gap", gap.To.Sub(gap.From).Round(time.Millisecond), "topics", len(gap.Topics))
+	select {
+	case g.queue <- gap:
+	default:
+		g.log.Error("too many gap records waiting for NATS; this one is not written", "channel", gap.Channel, "reason", gap.Reason, "from", gap.From, "to", gap.To)
+	}
+}
+
+func (g *gapReporter) run() {
+	defer close(g.done)
+	for gap := range g.queue {
+		g.publish(gap)
+	}
+}
+
+// close publishes the gaps queued, by the shutdown deadline; the connector
+// has stopped, so no more come.
+func (g *gapReporter) close() {
+	g.closeOnce.Do(func() { close(g.queue) })
+	<-g.done
+}
+
+func (g *gapReporter) publish(gap connector.Gap) {
 	body := newGapBody(gap, g.sidecar)
 	data, err := json.Marshal(body)
 	if err != nil {
@@ -82,8 +120,6 @@ func (g *gapReporter) Gap(gap connector.Gap) {
 		Data:       data,
 		Gap:        true,
 	}
-	g.log.Warn("topics had no receiving socket; gap record written", "channel", gap.Channel, "reason", gap.Reason,
-		"from", gap.From, "to", gap.To, "gap", gap.To.Sub(gap.From).Round(time.Millisecond), "topics", len(gap.Topics))
 	if err := g.pub.Publish(g.ctx, &rec); err != nil {
 		g.log.Error("cannot publish a gap record", "channel", gap.Channel, "from", gap.From, "to", gap.To, "err", err)
 	}
