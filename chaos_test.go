@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -890,6 +891,7 @@ func (c *chaos) check(events []simulator.Event) accounting {
 	c.mu.Lock()
 	c.stopLosses = stopLosses
 	c.mu.Unlock()
+	c.reportUncoveredLosses(events)
 	if acc.Lost != 0 || acc.Duplicated != 0 {
 		var lost []string
 		for _, seq := range acc.lost[:min(len(acc.lost), 10)] {
@@ -978,19 +980,53 @@ func labelString(ls []*dto.LabelPair) string {
 	return "{" + strings.Join(parts, ",") + "}"
 }
 
+// reportUncoveredLosses logs how many events that reached no socket lie in
+// no gap record naming their topic. Not a failure yet: a replica stopped
+// by the schedule, start-up and topics added to the org before a refresh
+// leave such events without a gap record (docs/gaps.md, "Not yet done").
+func (c *chaos) reportUncoveredLosses(events []simulator.Event) {
+	var gaps []gapBody
+	for _, m := range c.h.collectAll("GENESYS", int(c.h.streamMsgs("GENESYS"))) {
+		var g gapBody
+		if m.Header.Get(headerGap) != "" && json.Unmarshal(m.Data, &g) == nil {
+			gaps = append(gaps, g)
+		}
+	}
+	lost, outside := 0, 0
+	for _, ev := range events {
+		if ev.Delivered > 0 {
+			continue
+		}
+		lost++
+		if !inSomeGap(gaps, ev) {
+			outside++
+		}
+	}
+	c.h.t.Logf("gap records: %d; events that reached no socket: %d, of which in no gap record of their topic: %d", len(gaps), lost, outside)
+}
+
 // collectAtLeast reads the whole stream once it holds at least n messages.
 func (c *chaos) collectAtLeast(n int) []storedMsg {
 	c.h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	for c.h.streamMsgs("GENESYS") < uint64(n) && ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(50 * time.Millisecond):
+	// Gap records share the stream: wait for n events besides those seen.
+	gaps := 0
+	for {
+		for c.h.streamMsgs("GENESYS") < uint64(n+gaps) && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		all := c.h.collectAll("GENESYS", int(c.h.streamMsgs("GENESYS")))
+		events := withoutGaps(all)
+		gaps = len(all) - len(events)
+		// Short or not, what is there is accounted: a shortfall names its events.
+		if len(events) >= n || ctx.Err() != nil {
+			return events
 		}
 	}
-	// Short or not, what is there is accounted: a shortfall names its events.
-	return c.h.collect("GENESYS", int(c.h.streamMsgs("GENESYS")))
 }
 
 // waitGoroutines waits for the goroutines the sidecar started to end.

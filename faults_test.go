@@ -89,8 +89,8 @@ func (h *harness) verify(events []simulator.Event, planned bool) accounting {
 	if err := h.stop(); err != nil {
 		h.t.Fatalf("sidecar stopped with %v", err)
 	}
-	if n := h.streamMsgs("GENESYS"); n != uint64(mustStore) {
-		h.t.Errorf("stream holds %d messages, want %d", n, mustStore)
+	if n := h.eventMsgs("GENESYS"); n != mustStore {
+		h.t.Errorf("stream holds %d events, want %d", n, mustStore)
 	}
 	acc := account(events, msgs, func(ev simulator.Event) bool { return ev.Delivered == 0 })
 	if acc.Lost != 0 || acc.Duplicated != 0 || acc.Unexpected != 0 {

@@ -201,7 +201,39 @@ type storedMsg struct {
 // request can go unanswered and an ordered consumer can vanish under a
 // pull ("no responders"): either way, ask again from the message after
 // the last one read rather than fail or wait out the test's timeout.
+//
+// Gap records (header Gcnats-Gap) are skipped: they are not events, and
+// the tests that look for them read them with collectAll.
 func (h *harness) collect(stream string, want int) []storedMsg {
+	h.t.Helper()
+	return h.read(stream, want, false)
+}
+
+// collectAll reads the stream's first want messages, gap records included.
+func (h *harness) collectAll(stream string, want int) []storedMsg {
+	h.t.Helper()
+	return h.read(stream, want, true)
+}
+
+// withoutGaps leaves out gap records.
+func withoutGaps(msgs []storedMsg) []storedMsg {
+	var out []storedMsg
+	for _, m := range msgs {
+		if m.Header.Get(publisher.HeaderGap) == "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// eventMsgs is how many of the stream's messages are events, not gap
+// records; it reads the whole stream.
+func (h *harness) eventMsgs(stream string) int {
+	h.t.Helper()
+	return len(withoutGaps(h.collectAll(stream, int(h.streamMsgs(stream)))))
+}
+
+func (h *harness) read(stream string, want int, withGaps bool) []storedMsg {
 	h.t.Helper()
 	// The bound is on a stall, not on the whole read: a 30-minute chaos
 	// run stores about a million messages, which take longer than
@@ -230,10 +262,13 @@ func (h *harness) collect(stream string, want int) []storedMsg {
 			if err == nil {
 				for m := range batch.Messages() {
 					stall.Reset(testTimeout)
-					out = append(out, storedMsg{Subject: m.Subject(), Header: m.Headers(), Data: bytes.Clone(m.Data())})
 					if md, merr := m.Metadata(); merr == nil {
 						next = md.Sequence.Stream + 1
 					}
+					if !withGaps && m.Headers().Get(publisher.HeaderGap) != "" {
+						continue
+					}
+					out = append(out, storedMsg{Subject: m.Subject(), Header: m.Headers(), Data: bytes.Clone(m.Data())})
 				}
 				err = batch.Error()
 			}

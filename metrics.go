@@ -26,6 +26,8 @@ type metrics struct {
 	acked, duplicates, failed     prometheus.Counter
 	uncorrelated                  prometheus.Counter
 	handoverAudit                 *prometheus.CounterVec
+	gaps                          *prometheus.CounterVec
+	gapSeconds                    prometheus.Counter
 	ackLatency                    prometheus.Histogram
 	bufferBytes                   prometheus.Gauge
 
@@ -81,12 +83,18 @@ func newMetrics() *metrics {
 			Name: "gcnats_handover_correlation_total",
 			Help: "Event bodies both sockets of a handover read, by whether they shared a correlation id (match) or not (mismatch: the dedup id's assumption fails).",
 		}, []string{"result"}),
+		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gcnats_gaps_total", Help: "Intervals in which a channel's topics had no receiving socket (one gap record each), by reason.",
+		}, []string{"reason"}),
+		gapSeconds: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gcnats_gap_seconds_total", Help: "Seconds channels' topics spent with no receiving socket, summed over gaps.",
+		}),
 		bufferBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gcnats_buffer_bytes", Help: "Bytes of events accepted and not yet acked.",
 		}),
 	}
 	m.reg.MustRegister(m.received, m.published, m.filtered, m.droppedFrames, m.reconnects, m.retries,
-		m.acked, m.duplicates, m.failed, m.uncorrelated, m.handoverAudit, m.ackLatency, m.bufferBytes,
+		m.acked, m.duplicates, m.failed, m.uncorrelated, m.handoverAudit, m.gaps, m.gapSeconds, m.ackLatency, m.bufferBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

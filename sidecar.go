@@ -71,6 +71,7 @@ type sidecar struct {
 	settings  Settings
 	log       *slog.Logger
 	metrics   *metrics
+	gaps      *gapReporter // the connector's Observer; publishes gap records
 	table     *subjects.Table
 	embedded  *publisher.Embedded
 	nc        *nats.Conn
@@ -242,6 +243,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger, backlog fun
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
 
+	sc.gaps = newGapReporter(sc.stop, sc.metrics, sc.pub, s.SubjectPrefix, log)
 	pipe := newPipeline(sc.table, sc.pub, s.Payload == "frame", sc.metrics, log)
 	sc.conn, err = connector.New(connector.Options{
 		APIURL:           s.APIURL,
@@ -256,7 +258,7 @@ func startSidecar(ctx context.Context, s Settings, log *slog.Logger, backlog fun
 		DrainTimeout:     s.ShutdownTimeout,
 		HandoverGrace:    s.HandoverGrace,
 		Logger:           log,
-		Observer:         sc.metrics,
+		Observer:         sc.gaps,
 	}, pipe)
 	if err != nil {
 		return nil, err
@@ -316,6 +318,9 @@ func (sc *sidecar) shutdown() {
 	if sc.bgCancel != nil {
 		sc.bgCancel()
 		sc.bg.Wait()
+	}
+	if sc.gaps != nil {
+		sc.gaps.close()
 	}
 	if sc.pub != nil {
 		unflushed, err := sc.pub.Close(sc.stop)

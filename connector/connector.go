@@ -26,6 +26,26 @@ type Observer interface {
 	// both sockets read with a correlation id in common (match) and with
 	// none (mismatch); see correlationAudit.
 	HandoverAudited(match, mismatch int)
+	// Gap reports, once it has ended, an interval in which a channel's
+	// topics had no receiving socket: whatever Genesys sent them meanwhile
+	// is lost. Called on the channel's own goroutine: it must not block
+	// for long.
+	Gap(Gap)
+}
+
+// Gap is an interval in which a channel's topics had no receiving socket.
+type Gap struct {
+	Channel int      // the channel's index, as in Status
+	Topics  []string // the topics the channel carried; shared: do not modify
+	// From is the last moment the topics were known covered: when the lost
+	// socket's reader last began a read that waited for the network. To
+	// is the first moment they are taken to be covered again: when the
+	// socket that took over read its first pong or event, and on a channel
+	// taken during the gap, not before HandoverGrace after it was taken.
+	// For topics refused at subscription, From is the refusal and To the
+	// acceptance plus HandoverGrace.
+	From, To time.Time
+	Reason   string // why the socket was lost: ReasonClosed, ReasonStall, ReasonGone
 }
 
 type nopObserver struct{}
@@ -33,6 +53,7 @@ type nopObserver struct{}
 func (nopObserver) FrameDropped(string)      {}
 func (nopObserver) Reconnect(string)         {}
 func (nopObserver) HandoverAudited(int, int) {}
+func (nopObserver) Gap(Gap)                  {}
 
 // Options configure a Connector.
 type Options struct {

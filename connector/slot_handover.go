@@ -426,6 +426,7 @@ func (m *machine) retryRotation(wait time.Duration) {
 // subscription of it still out becomes the channel's resubscription.
 func (m *machine) takeReplacement(r *rotation) {
 	m.cur, r.next = r.next, nil
+	m.noteRefusals()
 	m.subscribedOnce = true
 	if r.subBusy {
 		m.resubFor, r.subBusy = m.cur.info.ID, false

@@ -61,9 +61,13 @@ type machine struct {
 
 	subscribedOnce bool // later subscriptions are lenient: a refusal is not fatal
 	down           outage
-	connectJob     runningConnect // the connect job out, if busy
-	resubFor       string         // the channel a resubscription job is out for; "" when none
-	spare          spareState
+	// refusedSince holds the topics Genesys refused on the slot's channel
+	// and since when: each is a gap until a subscription takes it
+	// (noteRefusals).
+	refusedSince map[string]time.Time
+	connectJob   runningConnect // the connect job out, if busy
+	resubFor     string         // the channel a resubscription job is out for; "" when none
+	spare        spareState
 }
 
 // heldChannel is a channel the slot holds and what it is subscribed with.
@@ -75,11 +79,17 @@ type heldChannel struct {
 }
 
 // outage is how long the slot has been without a receiving socket, and
-// how many connects failed meanwhile; recovered ends it.
+// how many connects failed meanwhile; recovered ends it, and reports the
+// gap when the slot had a socket before.
 type outage struct {
 	since    time.Time
 	why      string
 	attempts int
+	// covered is the last moment a socket of the slot is known to have
+	// received, and topics what it carried; zero when there was no socket
+	// yet (start-up).
+	covered time.Time
+	topics  []string
 }
 
 // spareState is the slot's hold on the connector's spare channel, which
@@ -93,7 +103,8 @@ type spareState struct {
 
 func newMachine(s *slot, ctx context.Context) *machine {
 	ctx, cancel := context.WithCancel(ctx)
-	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}, early: map[*socket][]socketEvent{}}
+	return &machine{s: s, ctx: ctx, stopCtx: cancel, open: map[*socket]struct{}{}, early: map[*socket][]socketEvent{},
+		refusedSince: map[string]time.Time{}}
 }
 
 // run keeps the slot's topics flowing until ctx ends. It returns only a
@@ -392,21 +403,49 @@ func (m *machine) connectFailed(err error) error {
 	return nil
 }
 
+// recovered ends the outage: m.sock receives again.
 func (m *machine) recovered() {
 	if !m.down.since.IsZero() {
 		m.s.log.Info("socket reconnected", "reason", m.down.why, "attempts", m.down.attempts+1, "down", time.Since(m.down.since).Round(time.Millisecond))
 	} else {
 		m.s.log.Info("socket connected", "ref", channelRef(m.cur.info.ID), "channel_deadline", m.cur.info.deadline())
 	}
+	if d := m.down; !d.covered.IsZero() {
+		// A replacement proven before the old socket's last frame (a
+		// handover's candidate) left no gap.
+		if to := m.coveredAgain(); to.After(d.covered) {
+			m.s.c.obs.Gap(Gap{Channel: m.s.index, Topics: d.topics, From: d.covered, To: to, Reason: d.why})
+		}
+	}
 	m.down = outage{}
 }
 
-// lost starts an outage, unless one runs.
-func (m *machine) lost(why string) bool {
+// coveredAgain is when the slot's topics are taken to be covered again
+// after an outage: when m.sock was proven receiving, and, on a channel
+// taken during the outage, not before the grace Genesys gets to wire a new
+// subscription (a pong proves the socket, not the subscriptions; the
+// handover waits the same grace).
+func (m *machine) coveredAgain() time.Time {
+	to := m.sock.coveredSince()
+	if m.cur != nil && m.cur.created.After(m.down.since) {
+		if wired := m.cur.created.Add(m.s.c.opts.HandoverGrace); wired.After(to) {
+			return wired
+		}
+	}
+	return to
+}
+
+// lost starts an outage, unless one runs. last is the socket lost (nil:
+// none was reading): its last frame is where the gap begins.
+func (m *machine) lost(why string, last *socket) bool {
 	if !m.down.since.IsZero() {
 		return false
 	}
 	m.down.since, m.down.why = time.Now(), why
+	if last != nil {
+		m.down.covered = last.lastCovered()
+	}
+	m.down.topics = m.s.currentTopics()
 	return true
 }
 
@@ -446,6 +485,7 @@ func (m *machine) onSocket(ev socketEvent) error {
 }
 
 func (m *machine) socketLost(reason string, err error) {
+	lostSock := m.sock
 	m.sock = nil
 	ho := m.ho
 	if ho != nil && ho.rot == nil {
@@ -457,7 +497,7 @@ func (m *machine) socketLost(reason string, err error) {
 		return
 	}
 	m.s.c.obs.Reconnect(reason)
-	if m.lost(reason) {
+	if m.lost(reason, lostSock) {
 		m.s.log.Warn("socket lost, reconnecting", "reason", reason, "err", err)
 	}
 	if ho != nil && ho.cand != nil {
@@ -473,8 +513,8 @@ func (m *machine) channelGone() {
 	if m.sock != nil {
 		m.closeSock(m.sock)
 	}
+	m.lost(ReasonGone, m.sock)
 	m.sock, m.cur = nil, nil
-	m.lost(ReasonGone)
 	ho := m.ho
 	switch {
 	case ho != nil && ho.rot != nil:
@@ -540,6 +580,7 @@ func (m *machine) onSubscribed(ev evSubscribed) {
 		return
 	}
 	m.cur.topics, m.cur.rejected = ev.topics, ev.rejected
+	m.noteRefusals()
 	m.logRejected(ev.rejected)
 	m.resubscribe(false)          // the topics may have changed again meanwhile
 	m.subscribeReplacement(false) // and the replacement must hold what this channel holds
@@ -560,8 +601,49 @@ func (m *machine) logRejected(rejected []rejectedTopic) {
 
 func (m *machine) setChannel(ch channelInfo, topics []string, rejected []rejectedTopic) {
 	m.cur = &heldChannel{info: ch, created: time.Now(), topics: topics, rejected: rejected}
+	m.noteRefusals()
 	m.subscribedOnce = true
 	m.logRejected(rejected)
+}
+
+// noteRefusals follows the topics Genesys refuses on the slot's channel;
+// it runs whenever the channel or its subscriptions change. A topic
+// refused is uncovered from the answer that refused it; once a
+// subscription takes it, that interval is reported as a gap (one for the
+// topics refused at the same moment). A refused topic the slot no longer
+// wants is forgotten.
+func (m *machine) noteRefusals() {
+	if m.cur == nil {
+		return
+	}
+	now := time.Now()
+	refused := make(map[string]struct{}, len(m.cur.rejected))
+	for _, r := range m.cur.rejected {
+		refused[r.Topic] = struct{}{}
+		if _, known := m.refusedSince[r.Topic]; !known {
+			m.refusedSince[r.Topic] = now
+		}
+	}
+	if len(m.refusedSince) == len(refused) {
+		return
+	}
+	receives := m.cur.receives()
+	accepted := map[time.Time][]string{}
+	for t, since := range m.refusedSince {
+		if _, still := refused[t]; still {
+			continue
+		}
+		delete(m.refusedSince, t)
+		if _, ok := receives[t]; ok {
+			accepted[since] = append(accepted[since], t)
+		}
+	}
+	// Taken now, wired once Genesys had the grace a new subscription gets.
+	to := now.Add(m.s.c.opts.HandoverGrace)
+	for since, topics := range accepted {
+		slices.Sort(topics)
+		m.s.c.obs.Gap(Gap{Channel: m.s.index, Topics: topics, From: since, To: to, Reason: ReasonRefused})
+	}
 }
 
 func (m *machine) chID() string {

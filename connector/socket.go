@@ -43,6 +43,7 @@ const (
 	ReasonGone      = "gone"      // 404: expired, evicted, or its token expired
 	ReasonClosing   = "closing"   // v2.system.socket_closing
 	ReasonRotate    = "rotate"    // planned: channel or token near expiry
+	ReasonRefused   = "refused"   // a gap: Genesys refused the topic at subscription, later accepted it
 	ReasonMalformed = "malformed" // a frame that is not a JSON object
 	ReasonBinary    = "binary"    // a binary frame; Genesys sends text only
 	ReasonTooLarge  = "too_large" // a frame over the read limit
@@ -88,8 +89,18 @@ type socket struct {
 	lastFrame     atomic.Int64
 	lastHeartbeat atomic.Int64
 	waitingSince  atomic.Int64
-	stalled       atomic.Bool
-	closing       atomic.Bool
+	// caughtUp is when the reader last began a read that then waited for
+	// the network: every frame written before it had been read, and the
+	// frame it waited for was written after it, so the server still had
+	// the socket then. Read times alone come too late for that: frames
+	// read from a buffer were written earlier, when the server may have
+	// dropped the socket already.
+	caughtUp atomic.Int64
+	// provenAt is when the first pong or event arrived: from then on the
+	// socket is known to receive (see awaitPong). 0: not yet.
+	provenAt atomic.Int64
+	stalled  atomic.Bool
+	closing  atomic.Bool
 	// audit, set during a handover, notes each event for the check of
 	// correlation ids across the old and the new socket.
 	audit atomic.Pointer[auditTap]
@@ -159,6 +170,7 @@ func dialSocket(ctx context.Context, ch channelInfo, timeout, drain time.Duratio
 	now := time.Now().UnixNano()
 	s.lastFrame.Store(now)
 	s.lastHeartbeat.Store(now)
+	s.caughtUp.Store(now)
 	return s, nil
 }
 
@@ -176,6 +188,19 @@ func redactURL(err error, uri string) error {
 		return err
 	}
 	return errors.New(strings.ReplaceAll(msg, uri, "<connectUri>"))
+}
+
+// lastCovered is the last moment the server is known to have had the
+// socket (see caughtUp): what it sent after may be lost once the socket is.
+func (s *socket) lastCovered() time.Time { return time.Unix(0, s.caughtUp.Load()) }
+
+// coveredSince is when the socket was proven receiving, or now if it was
+// not yet (a handover's candidate promoted without proof).
+func (s *socket) coveredSince() time.Time {
+	if at := s.provenAt.Load(); at != 0 {
+		return time.Unix(0, at)
+	}
+	return time.Now()
 }
 
 // start runs the reader and the watchdog; the reader reports to sink,
@@ -290,6 +315,10 @@ func (s *socket) close() {
 	}
 }
 
+// waitedForNetwork: a read that took this long waited for the frame to
+// arrive rather than found it buffered (see caughtUp).
+const waitedForNetwork = time.Millisecond
+
 // How close decides the reader has caught up; see close.
 const (
 	closeTick  = 25 * time.Millisecond
@@ -368,7 +397,8 @@ func (s *socket) read(ctx context.Context, sink func(socketEvent)) {
 		sink(ev)
 	}
 	for {
-		s.waitingSince.Store(time.Now().UnixNano())
+		waitFrom := time.Now()
+		s.waitingSince.Store(waitFrom.UnixNano())
 		typ, r, err := s.conn.NextReader()
 		var size int
 		if err == nil {
@@ -376,6 +406,9 @@ func (s *socket) read(ctx context.Context, sink func(socketEvent)) {
 		}
 		at := time.Now()
 		s.waitingSince.Store(0)
+		if err == nil && at.Sub(waitFrom) >= waitedForNetwork {
+			s.caughtUp.Store(waitFrom.UnixNano())
+		}
 		if err != nil {
 			reason := ReasonClosed
 			if s.stalled.Load() {
@@ -415,6 +448,7 @@ func (s *socket) read(ctx context.Context, sink func(socketEvent)) {
 			}
 		case string(f.Topic) == topicMetadata:
 			if msg := BodyMessage(&f); bytes.Equal(msg, []byte("pong")) {
+				s.provenAt.CompareAndSwap(0, at.UnixNano())
 				select {
 				case s.pong <- struct{}{}:
 				default:
@@ -426,6 +460,7 @@ func (s *socket) read(ctx context.Context, sink func(socketEvent)) {
 			report(socketEvent{reason: ReasonClosing})
 		default:
 			if !s.delivered {
+				s.provenAt.CompareAndSwap(0, at.UnixNano())
 				s.delivered = true
 				close(s.delivering)
 			}

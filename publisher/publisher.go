@@ -21,6 +21,9 @@ const (
 	HeaderVersion       = "Genesys-Version"
 	HeaderCorrelationID = "Genesys-Correlation-Id"
 	HeaderReceivedAt    = "Genesys-Received-At"
+	// HeaderGap marks a record of gcnats' own (Record.Gap) saying which
+	// topics had no receiving socket and when; its value is "true".
+	HeaderGap = "Gcnats-Gap"
 )
 
 // Reasons passed to [Observer] callbacks. They are a small fixed set so they

@@ -219,6 +219,31 @@ func TestPublishKeepsHeadersWellFormed(t *testing.T) {
 	}
 }
 
+// TestGapHeaderOnlyOnGapRecords: a gap record carries Gcnats-Gap: true, and
+// the event record that reuses its buffers after it does not.
+func TestGapHeaderOnlyOnGapRecords(t *testing.T) {
+	e := newEnv(t)
+	p := newPublisher(t, e.js)
+	gap := publishOne(t, e, p, &Record{Subject: []byte("t.gcnats.gap"), ID: []byte("gap-1"), Data: []byte(`{}`), Gap: true})
+	if got := gap.Get(HeaderGap); got != "true" {
+		t.Fatalf("gap record: %s = %q, want true", HeaderGap, got)
+	}
+	ctx := context.Background()
+	if err := p.Publish(ctx, &Record{Subject: []byte("t.x"), Topic: []byte("v2.x"), Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	msgs := readAll(t, e.js, "TEST")
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages, want 2", len(msgs))
+	}
+	if got, ok := msgs[1].header[HeaderGap]; ok {
+		t.Fatalf("event record after a gap record: %s = %q", HeaderGap, got)
+	}
+}
+
 // The same event from two sockets of one sidecar, and from a second replica:
 // stored once, the rest counted as duplicates.
 func TestPublishSameIDStoredOnce(t *testing.T) {

@@ -17,6 +17,7 @@ type Record struct {
 	CorrelationID []byte    // Genesys-Correlation-Id; header omitted when empty
 	ReceivedAt    time.Time // Genesys-Received-At, RFC 3339 with nanoseconds, UTC; zero: now
 	Data          []byte    // payload
+	Gap           bool      // a gap record: header Gcnats-Gap: true
 }
 
 // rec is one accepted record: a single buffer holds all its bytes, and the
@@ -119,6 +120,9 @@ func (rc *rec) fill(r *Record) {
 	if corr > version {
 		want |= hdrCorrelation
 	}
+	if r.Gap {
+		want |= hdrGap
+	}
 	if want != rc.hdrs {
 		rc.setHeaders(want)
 	}
@@ -129,7 +133,11 @@ const (
 	hdrBase        = 1 << iota // Nats-Msg-Id, Genesys-Topic, Genesys-Received-At
 	hdrVersion                 // Genesys-Version
 	hdrCorrelation             // Genesys-Correlation-Id
+	hdrGap                     // Gcnats-Gap
 )
+
+// gapTrue is the Gcnats-Gap header's value, shared by every gap record.
+var gapTrue = []string{"true"}
 
 // setHeaders points msg.Header's entries at vals, the ones want names.
 func (rc *rec) setHeaders(want uint8) {
@@ -146,6 +154,11 @@ func (rc *rec) setHeaders(want uint8) {
 		h[HeaderCorrelationID] = rc.vals[3:4:4]
 	} else {
 		delete(h, HeaderCorrelationID)
+	}
+	if want&hdrGap != 0 {
+		h[HeaderGap] = gapTrue[:1:1]
+	} else {
+		delete(h, HeaderGap)
 	}
 	rc.hdrs = want
 }
