@@ -218,24 +218,7 @@ func (c *chaos) orgTopics() []string {
 // interval, subscribed or not, as an org does: an event on a topic no
 // socket receives is one the oracle must explain.
 func (c *chaos) startOrgEmitter(every time.Duration) *emitter {
-	e := &emitter{sim: c.h.sim, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(e.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-e.stop:
-				return
-			case <-t.C:
-			}
-			evs := c.h.sim.Emit(c.orgTopics()...)
-			e.mu.Lock()
-			e.events = append(e.events, evs...)
-			e.mu.Unlock()
-		}
-	}()
-	return e
+	return startEmitterOf(c.h.sim, every, c.orgTopics)
 }
 
 func (c *chaos) hit(kind faultKind, topics []string) {

@@ -37,6 +37,12 @@ type emitter struct {
 }
 
 func startEmitter(sim *simulator.Server, every time.Duration, topics ...string) *emitter {
+	return startEmitterOf(sim, every, func() []string { return topics })
+}
+
+// startEmitterOf emits one event on each of topics() every interval,
+// asking topics anew each time.
+func startEmitterOf(sim *simulator.Server, every time.Duration, topics func() []string) *emitter {
 	e := &emitter{sim: sim, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(e.done)
@@ -48,7 +54,7 @@ func startEmitter(sim *simulator.Server, every time.Duration, topics ...string) 
 				return
 			case <-t.C:
 			}
-			evs := sim.Emit(topics...)
+			evs := sim.Emit(topics()...)
 			e.mu.Lock()
 			e.events = append(e.events, evs...)
 			e.mu.Unlock()

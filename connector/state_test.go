@@ -170,10 +170,7 @@ func TestStateReaderRepairs5000PresencesThrough429s(t *testing.T) {
 func TestStateReaderWaitsWhileAChannelCallGoesFirst(t *testing.T) {
 	sim := simulator.Start(t, simulator.Options{Users: 5000})
 	limiter := NewRESTLimiter(600, 1) // a token every 100ms
-	tokens := NewTokenSource(sim.URL(), sim.ClientID(), sim.ClientSecret(), nil)
-	reader := NewStateReader(sim.URL(), tokens, limiter, nil)
-	channels := newAPI(sim.URL(), tokens, slog.New(slog.DiscardHandler))
-	channels.http.limiter = limiter
+	reader, channels := sharingLimiter(sim, limiter)
 
 	ctx, cancel := context.WithCancel(ctxFor(t))
 	defer cancel()
@@ -255,10 +252,7 @@ func TestStateReaderRepairNeverCostsAChannelCallA429(t *testing.T) {
 	const budget, window = 50, 2 * time.Second // Genesys' 300 a minute, scaled down
 	sim := simulator.Start(t, simulator.Options{Users: 400, RESTRateLimit: budget, RESTRateWindow: window})
 	limiter := NewRESTLimiter(600, 10) // 20 a window, and bursts of 10 plus 10 borrowed
-	tokens := NewTokenSource(sim.URL(), sim.ClientID(), sim.ClientSecret(), nil)
-	reader := NewStateReader(sim.URL(), tokens, limiter, nil)
-	channels := newAPI(sim.URL(), tokens, slog.New(slog.DiscardHandler))
-	channels.http.limiter = limiter
+	reader, channels := sharingLimiter(sim, limiter)
 
 	ctx, cancel := context.WithCancel(ctxFor(t))
 	defer cancel()
@@ -290,4 +284,13 @@ func TestStateReaderRepairNeverCostsAChannelCallA429(t *testing.T) {
 	if limited != 0 || waited > 200*time.Millisecond {
 		t.Fatalf("the channel call took %s, and Genesys answered %d calls 429", waited, limited)
 	}
+}
+
+// sharingLimiter is a state reader and a channel-calling API on one token
+// and one limiter, as the connector holds them.
+func sharingLimiter(sim *simulator.Server, limiter *RESTLimiter) (*StateReader, *api) {
+	tokens := NewTokenSource(sim.URL(), sim.ClientID(), sim.ClientSecret(), nil)
+	channels := newAPI(sim.URL(), tokens, slog.New(slog.DiscardHandler))
+	channels.http.limiter = limiter
+	return NewStateReader(sim.URL(), tokens, limiter, nil), channels
 }

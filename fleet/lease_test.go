@@ -118,7 +118,14 @@ func TestCutHolderLetsGoBeforeAnotherTakesOver(t *testing.T) {
 		defer cancel()
 		release(ctx) // cut off: it cannot reach NATS, and need not
 	}()
-	time.Sleep(ttl / 2) // a few renewals first
+	// A renewal through the proxy first, so the cut meets a kept lease.
+	first, deadline := la.Fence(), time.Now().Add(ttl)
+	for !la.Fence().After(first) {
+		if time.Now().After(deadline) {
+			t.Fatal("no renewal within the TTL")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	proxy.cut()
 	cut := time.Now() // a renewal sent before can still have been answered; none sent after can
 
